@@ -1,0 +1,23 @@
+// One suite, run once per configuration. The environment picks the variant under test:
+//   TYPEORM_VERSION=0.3  -> the typeorm-03 alias (typeorm 0.3.x) instead of typeorm 1.x
+//   EXPRESS_VERSION=4    -> the express4 alias instead of express 5
+const typeorm = process.env.TYPEORM_VERSION === '0.3' ? 'typeorm-03' : 'typeorm';
+const express = process.env.EXPRESS_VERSION === '4' ? 'express4' : 'express';
+
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: {
+    '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
+  },
+  moduleNameMapper: {
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+    '^typeorm$': typeorm,
+    '^typeorm/(.*)$': `${typeorm}/$1`,
+    '^express$': express,
+  },
+  globalSetup: '<rootDir>/test/helpers/global-setup.ts',
+  globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',
+  testTimeout: 60000,
+};

@@ -1,0 +1,114 @@
+import type { DataSource } from 'typeorm';
+import type { TypeormSessionError } from './errors.js';
+import { assertTableName, DEFAULT_TABLE_NAME } from './store/entity.js';
+
+/** How session data becomes the text in the `data` column and back. */
+export interface Serializer {
+  stringify(value: unknown): string;
+  parse(text: string): any;
+}
+
+export interface StoreOptions {
+  /** The TypeORM DataSource to keep sessions in. Initialized before or after the store is made. Required. */
+  dataSource: DataSource;
+  /** Table name; a plain identifier. Default `'sessions'`. */
+  tableName?: string;
+  /** Lifetime in seconds of a session whose cookie has no expiry (a browser-session cookie). Default `86400`. */
+  ttl?: number;
+  /**
+   * Seconds the stored expiry may lag before touch() writes it again. A touch inside this window costs no
+   * query at all. The window never exceeds a tenth of the session's lifetime, so short sessions still roll.
+   * Default `60`; `0` writes on every touch.
+   */
+  touchAfter?: number;
+  /** Create the table on first use when it is missing. Default `true`. */
+  createTable?: boolean;
+  /** Session field (dotted path allowed, e.g. `'passport.user'`) stored in the indexed user_id column. Default `'userId'`. */
+  userIdField?: string;
+  /** Encoding of session data. Default `JSON`. */
+  serializer?: Serializer;
+  /** Called with problems that do not fail the request, such as an undecodable row. Default: `debug` log. */
+  onError?: (error: TypeormSessionError) => void;
+  /** Clock in epoch milliseconds, for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+export interface ResolvedStoreOptions {
+  dataSource: DataSource;
+  tableName: string;
+  ttlMs: number;
+  touchAfterMs: number;
+  createTable: boolean;
+  userIdPath: readonly string[];
+  serializer: Serializer;
+  onError: ((error: TypeormSessionError) => void) | undefined;
+  now: () => number;
+}
+
+export const storeOptionNames = [
+  'dataSource',
+  'tableName',
+  'ttl',
+  'touchAfter',
+  'createTable',
+  'userIdField',
+  'serializer',
+  'onError',
+  'now',
+] as const;
+
+function fail(option: string, expected: string, got: unknown): never {
+  const shown = typeof got === 'function' ? 'a function' : JSON.stringify(got) ?? String(got);
+  throw new TypeError(`typeorm-session: option "${option}" must be ${expected}, got ${shown}`);
+}
+
+function seconds(option: string, value: unknown, fallback: number, allowZero: boolean): number {
+  if (value === undefined) return fallback * 1000;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
+    fail(option, allowZero ? 'a number of seconds >= 0' : 'a number of seconds > 0', value);
+  }
+  return value * 1000;
+}
+
+export function rejectUnknown(options: object, known: readonly string[], where: string): void {
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new TypeError(`typeorm-session: unknown option "${key}" passed to ${where}`);
+    }
+  }
+}
+
+export function resolveStoreOptions(options: StoreOptions, where = 'TypeormSessionStore'): ResolvedStoreOptions {
+  if (!options || typeof options !== 'object') fail('options', 'an object', options);
+  rejectUnknown(options, storeOptionNames, where);
+  const { dataSource } = options;
+  if (!dataSource || typeof dataSource !== 'object' || typeof dataSource.createQueryRunner !== 'function') {
+    fail('dataSource', 'a TypeORM DataSource', dataSource);
+  }
+  const tableName = options.tableName ?? DEFAULT_TABLE_NAME;
+  assertTableName(tableName);
+  const userIdField = options.userIdField ?? 'userId';
+  if (typeof userIdField !== 'string' || !/^[^.]+(\.[^.]+)*$/.test(userIdField)) {
+    fail('userIdField', 'a field name or dotted path', userIdField);
+  }
+  const serializer = options.serializer ?? JSON;
+  if (typeof serializer?.stringify !== 'function' || typeof serializer?.parse !== 'function') {
+    fail('serializer', 'an object with stringify() and parse()', serializer);
+  }
+  if (options.onError !== undefined && typeof options.onError !== 'function') fail('onError', 'a function', options.onError);
+  if (options.now !== undefined && typeof options.now !== 'function') fail('now', 'a function', options.now);
+  if (options.createTable !== undefined && typeof options.createTable !== 'boolean') {
+    fail('createTable', 'a boolean', options.createTable);
+  }
+  return {
+    dataSource,
+    tableName,
+    ttlMs: seconds('ttl', options.ttl, 86400, false),
+    touchAfterMs: seconds('touchAfter', options.touchAfter, 60, true),
+    createTable: options.createTable ?? true,
+    userIdPath: userIdField.split('.'),
+    serializer,
+    onError: options.onError,
+    now: options.now ?? Date.now,
+  };
+}

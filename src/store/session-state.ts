@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The key a session is stored under: the SHA-256 of its id, hex. A copy of the table therefore holds no
+ * usable session id (the way Rails' activerecord-session_store keys rows). It is also the opaque "handle"
+ * that all(), ids() and the per-user listing expose.
+ */
+export function digest(sessionId: string): string {
+  return createHash('sha256').update(sessionId).digest('hex');
+}
+
+/** A short, non-reversible tag for log lines, so a log never carries a session id or even a full digest. */
+export function logTag(handle: string): string {
+  return handle.slice(0, 8);
+}
+
+export interface SessionLike {
+  cookie?: { expires?: Date | string | null; maxAge?: number | null; originalMaxAge?: number | null } | null;
+  [key: string]: unknown;
+}
+
+/** When a session expires, in epoch ms: the cookie's expiry, else its maxAge, else the store's ttl. */
+export function expiryOf(session: SessionLike, now: number, ttlMs: number): number {
+  const cookie = session?.cookie;
+  if (cookie?.expires) {
+    const at = new Date(cookie.expires).getTime();
+    if (Number.isFinite(at)) return at;
+  }
+  const maxAge = cookie?.maxAge ?? cookie?.originalMaxAge;
+  if (typeof maxAge === 'number' && Number.isFinite(maxAge)) return now + maxAge;
+  return now + ttlMs;
+}
+
+/** The value at a dotted path, kept only when it is a usable id (string, number or bigint). */
+export function userIdOf(session: SessionLike, path: readonly string[]): string | null {
+  let value: unknown = session;
+  for (const key of path) {
+    if (value === null || typeof value !== 'object') return null;
+    value = (value as Record<string, unknown>)[key];
+  }
+  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') return String(value);
+  return null;
+}
+
+/**
+ * What the store knew about a session when it loaded it, attached to express-session's Session object in
+ * createSession(). touch() uses it to skip the database entirely inside the throttle window.
+ */
+export interface LoadedState {
+  expiresAt: number;
+}
+
+export const LOADED = Symbol('typeorm-session.loaded');

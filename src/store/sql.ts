@@ -1,0 +1,208 @@
+/**
+ * Everything that differs between databases lives here: identifier quoting, placeholders, column types,
+ * the upsert, and the shipped CREATE TABLE text. The store only ever asks this file for statements.
+ *
+ * Times are stored as epoch milliseconds in BIGINT columns. That one choice removes the per-driver time zone
+ * and precision differences (MySQL TIMESTAMP vs DATETIME, SQLite's untyped text) and lets tests inject a clock.
+ */
+
+export const dialectNames = ['postgres', 'mysql', 'sqlite'] as const;
+export type DialectName = (typeof dialectNames)[number];
+
+/** A statement with named placeholders (`:id`) compiled once into the driver's placeholder style. */
+export interface Statement {
+  readonly sql: string;
+  readonly names: readonly string[];
+}
+
+export type Params = Record<string, unknown>;
+
+export function bind(statement: Statement, values: Params): unknown[] {
+  return statement.names.map((name) => values[name]);
+}
+
+interface DialectSpec {
+  quote(identifier: string): string;
+  placeholder(index: number): string;
+  /** Column types in order: id, data, times, user id. */
+  types: { id: string; data: string; time: string; userId: string };
+  tableSuffix: string;
+  /** `ON CONFLICT`-style tail of the upsert, given the quoted columns to overwrite. */
+  upsertTail(columns: string[]): string;
+  createIndex(name: string, table: string, column: string): string;
+}
+
+const specs: Record<DialectName, DialectSpec> = {
+  postgres: {
+    quote: (id) => `"${id}"`,
+    placeholder: (i) => `$${i}`,
+    types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
+    tableSuffix: '',
+    upsertTail: (cols) => `ON CONFLICT ("id") DO UPDATE SET ${cols.map((c) => `${c} = EXCLUDED.${c}`).join(', ')}`,
+    createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+  },
+  mysql: {
+    quote: (id) => `\`${id}\``,
+    placeholder: () => '?',
+    // MEDIUMTEXT: MySQL's TEXT stops at 64 KiB, which a session holding a cart can pass.
+    types: { id: 'varchar(64)', data: 'mediumtext', time: 'bigint', userId: 'varchar(255)' },
+    tableSuffix: ' ENGINE=InnoDB DEFAULT CHARSET=utf8mb4',
+    // VALUES() is deprecated in MySQL 8.0.20 but is the only form MariaDB also accepts.
+    upsertTail: (cols) => `ON DUPLICATE KEY UPDATE ${cols.map((c) => `${c} = VALUES(${c})`).join(', ')}`,
+    // MySQL has no CREATE INDEX IF NOT EXISTS (MariaDB does); indexes go inside CREATE TABLE instead.
+    createIndex: () => '',
+  },
+  sqlite: {
+    quote: (id) => `"${id}"`,
+    placeholder: () => '?',
+    types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
+    tableSuffix: '',
+    upsertTail: (cols) => `ON CONFLICT ("id") DO UPDATE SET ${cols.map((c) => `${c} = excluded.${c}`).join(', ')}`,
+    createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+  },
+};
+
+/** Names of the constraint and indexes for a table; the entity schema uses the same ones. */
+export function objectNames(table: string) {
+  return {
+    primaryKey: `PK_${table}`,
+    expiresIndex: `IDX_${table}_expires_at`,
+    userIndex: `IDX_${table}_user_id`,
+  };
+}
+
+/** Maps TypeORM's `type` option to a dialect, or undefined for a database this library does not support. */
+export function dialectFor(type: string): DialectName | undefined {
+  switch (type) {
+    case 'postgres':
+    case 'cockroachdb':
+      return 'postgres';
+    case 'mysql':
+    case 'mariadb':
+      return 'mysql';
+    case 'better-sqlite3':
+    case 'sqlite':
+    case 'sqljs':
+      return 'sqlite';
+    default:
+      return undefined;
+  }
+}
+
+/** The statements that create the table and its indexes, in order. */
+export function createTableStatements(dialect: DialectName, table: string): string[] {
+  const spec = specs[dialect];
+  const q = spec.quote;
+  const t = spec.types;
+  const names = objectNames(table);
+  const columns = [
+    `  ${q('id')} ${t.id} NOT NULL`,
+    `  ${q('data')} ${t.data} NOT NULL`,
+    `  ${q('expires_at')} ${t.time} NOT NULL`,
+    `  ${q('created_at')} ${t.time} NOT NULL`,
+    `  ${q('updated_at')} ${t.time} NOT NULL`,
+    `  ${q('user_id')} ${t.userId} NULL`,
+    `  CONSTRAINT ${q(names.primaryKey)} PRIMARY KEY (${q('id')})`,
+  ];
+  if (dialect === 'mysql') {
+    columns.push(`  INDEX ${q(names.expiresIndex)} (${q('expires_at')})`, `  INDEX ${q(names.userIndex)} (${q('user_id')})`);
+  }
+  const create = `CREATE TABLE IF NOT EXISTS ${q(table)} (\n${columns.join(',\n')}\n)${spec.tableSuffix}`;
+  return [
+    create,
+    spec.createIndex(names.expiresIndex, table, 'expires_at'),
+    spec.createIndex(names.userIndex, table, 'user_id'),
+  ].filter(Boolean);
+}
+
+export function dropTableStatement(dialect: DialectName, table: string): string {
+  return `DROP TABLE IF EXISTS ${specs[dialect].quote(table)}`;
+}
+
+/** The shipped, human-readable form of the table definition (sql/<dialect>.sql and `print-sql`). */
+export function tableSql(dialect: DialectName, table: string): string {
+  const header = `-- typeorm-session: session table for ${dialect} (generated; do not edit)\n`;
+  return header + createTableStatements(dialect, table).map((s) => `${s};\n`).join('\n');
+}
+
+/** All statements the store runs against one table, compiled for one dialect. */
+export interface Statements {
+  exists: Statement;
+  get: Statement;
+  upsert: Statement;
+  touch: Statement;
+  destroy: Statement;
+  all: Statement;
+  ids: Statement;
+  count: Statement;
+  clear: Statement;
+  destroyMany(count: number): Statement;
+}
+
+export function compileStatements(dialect: DialectName, table: string): Statements {
+  const spec = specs[dialect];
+  const q = spec.quote;
+  const t = q(table);
+  const compile = (text: string): Statement => {
+    const names: string[] = [];
+    const sql = text.replace(/:([a-zA-Z]\w*)/g, (_, name: string) => {
+      if (dialect === 'postgres') {
+        const existing = names.indexOf(name);
+        if (existing >= 0) return spec.placeholder(existing + 1);
+      }
+      names.push(name);
+      return spec.placeholder(names.length);
+    });
+    return { sql, names };
+  };
+  const overwritten = ['data', 'expires_at', 'updated_at', 'user_id'].map(q);
+  const live = `${q('expires_at')} > :now`;
+  return {
+    exists: compile(`SELECT 1 FROM ${t} WHERE 1 = 0`),
+    get: compile(`SELECT ${q('data')}, ${q('expires_at')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`),
+    upsert: compile(
+      `INSERT INTO ${t} (${['id', 'data', 'expires_at', 'created_at', 'updated_at', 'user_id'].map(q).join(', ')}) ` +
+        `VALUES (:id, :data, :expires, :now, :now, :userId) ${spec.upsertTail(overwritten)}`,
+    ),
+    // The threshold condition makes a touch inside the throttle window a no-op in SQL too, not only in JS.
+    touch: compile(
+      `UPDATE ${t} SET ${q('expires_at')} = :expires, ${q('updated_at')} = :now ` +
+        `WHERE ${q('id')} = :id AND ${live} AND ${q('expires_at')} < :threshold`,
+    ),
+    destroy: compile(`DELETE FROM ${t} WHERE ${q('id')} = :id`),
+    all: compile(`SELECT ${q('id')}, ${q('data')} FROM ${t} WHERE ${live}`),
+    ids: compile(`SELECT ${q('id')} FROM ${t} WHERE ${live}`),
+    count: compile(`SELECT COUNT(*) AS ${q('n')} FROM ${t} WHERE ${live}`),
+    clear: compile(`DELETE FROM ${t}`),
+    destroyMany: (count) =>
+      compile(`DELETE FROM ${t} WHERE ${q('id')} IN (${Array.from({ length: count }, (_, i) => `:id${i}`).join(', ')})`),
+  };
+}
+
+function driverCode(err: unknown): string | number | undefined {
+  const e = err as { driverError?: { code?: string; errno?: number }; code?: string; errno?: number } | null;
+  return e?.driverError?.code ?? e?.code ?? e?.driverError?.errno ?? e?.errno;
+}
+
+function message(err: unknown): string {
+  return String((err as { message?: unknown } | null)?.message ?? '');
+}
+
+/** The database said the table does not exist (as opposed to: unreachable, denied, ...). */
+export function isMissingTable(dialect: DialectName, err: unknown): boolean {
+  const code = driverCode(err);
+  if (dialect === 'postgres') return code === '42P01';
+  if (dialect === 'mysql') return code === 'ER_NO_SUCH_TABLE' || code === 1146;
+  return /no such table/i.test(message(err));
+}
+
+/**
+ * The object a CREATE ... IF NOT EXISTS was making appeared concurrently. PostgreSQL's IF NOT EXISTS is not
+ * atomic: two sessions creating one table can both pass the check and one fails on the catalog's unique index.
+ */
+export function isAlreadyExists(dialect: DialectName, err: unknown): boolean {
+  const code = driverCode(err);
+  if (dialect === 'postgres') return code === '42P07' || code === '23505' || code === '42710';
+  if (dialect === 'mysql') return code === 'ER_TABLE_EXISTS_ERROR' || code === 1050 || code === 'ER_DUP_KEYNAME';
+  return /already exists/i.test(message(err));
+}

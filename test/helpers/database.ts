@@ -1,0 +1,67 @@
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { DataSource, type DataSourceOptions, type Logger } from 'typeorm';
+
+const adminUrl = () => {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error('DATABASE_URL is not set: the global setup should have set it');
+  return url;
+};
+
+export async function admin<T>(work: (client: Client) => Promise<T>, url = adminUrl()): Promise<T> {
+  const client = new Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A fresh database per test file, so parallel files never see each other's tables or connections. */
+export interface TestDatabase {
+  name: string;
+  url: string;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `tsess_${randomBytes(6).toString('hex')}`;
+  await admin((c) => c.query(`CREATE DATABASE ${name}`));
+  const url = new URL(adminUrl());
+  url.pathname = `/${name}`;
+  return {
+    name,
+    url: url.toString(),
+    drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)),
+  };
+}
+
+/** Records every SQL statement TypeORM sends, so tests can count writes and BEGINs. */
+export class QueryLog implements Logger {
+  readonly queries: string[] = [];
+  logQuery(query: string) {
+    this.queries.push(query);
+  }
+  logQueryError() {}
+  logQuerySlow() {}
+  logSchemaBuild() {}
+  logMigration() {}
+  log() {}
+  matching(pattern: RegExp): string[] {
+    return this.queries.filter((q) => pattern.test(q));
+  }
+  clear() {
+    this.queries.length = 0;
+  }
+}
+
+export function dataSourceFor(url: string, extra: Partial<DataSourceOptions> = {}): DataSource {
+  return new DataSource({ type: 'postgres', url, ...extra } as DataSourceOptions);
+}
+
+export async function openDataSource(url: string, extra: Partial<DataSourceOptions> = {}): Promise<DataSource> {
+  const dataSource = dataSourceFor(url, extra);
+  await dataSource.initialize();
+  return dataSource;
+}
