@@ -9,32 +9,54 @@ Commands:
       Print the SQL that creates the session table (default dialect: postgres).
 `;
 
-function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i >= 0) return args[i + 1];
-  const inline = args.find((a) => a.startsWith(`${name}=`));
-  return inline?.slice(name.length + 1);
+/**
+ * Reads `--name value` / `--name=value` pairs. Anything else (an unknown option, a stray word, an option given
+ * twice or without its value) is an error: silently falling back to a default would print SQL for a table or
+ * database the user did not ask for.
+ */
+function parseOptions(args: string[], known: readonly string[]): Map<string, string> {
+  const values = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const eq = arg.indexOf('=');
+    const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    if (!known.includes(name)) throw new TypeError(`unknown argument "${arg}"`);
+    const value = name === arg ? args[++i] : arg.slice(eq + 1);
+    if (value === undefined || value === '' || (name === arg && value.startsWith('--'))) {
+      throw new TypeError(`${name} needs a value`);
+    }
+    if (values.has(name)) throw new TypeError(`${name} is given twice`);
+    values.set(name, value);
+  }
+  return values;
 }
 
 export function main(argv: string[], out: (text: string) => void, err: (text: string) => void): number {
   const [command, ...args] = argv;
   try {
     if (command === 'print-sql') {
-      const dialect = (option(args, '--dialect') ?? 'postgres') as DialectName;
-      if (!dialectNames.includes(dialect)) throw new TypeError(`--dialect must be one of ${dialectNames.join(', ')}`);
-      const table = option(args, '--table') ?? DEFAULT_TABLE_NAME;
+      const options = parseOptions(args, ['--dialect', '--table']);
+      const dialect = (options.get('--dialect') ?? 'postgres') as DialectName;
+      if (!dialectNames.includes(dialect)) {
+        throw new TypeError(`--dialect must be one of ${dialectNames.join(', ')}, got ${JSON.stringify(dialect)}`);
+      }
+      const table = options.get('--table') ?? DEFAULT_TABLE_NAME;
       assertTableName(table, '--table');
       out(tableSql(dialect, table));
       return 0;
     }
-    if (command === undefined || command === '--help' || command === '-h') {
+    if (command === '--help' || command === '-h' || command === 'help') {
       out(usage);
-      return command === undefined ? 1 : 0;
+      return 0;
+    }
+    if (command === undefined) {
+      err(usage);
+      return 1;
     }
     err(`typeorm-session: unknown command "${command}"\n\n${usage}`);
     return 1;
   } catch (e) {
-    err(`typeorm-session: ${(e as Error).message}\n`);
+    err(`typeorm-session: ${(e as Error).message}\n\n${usage}`);
     return 1;
   }
 }

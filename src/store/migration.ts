@@ -3,7 +3,9 @@ import { assertTableName, DEFAULT_TABLE_NAME } from './entity.js';
 import { createTableStatements, dialectFor, dropTableStatement, type DialectName } from './sql.js';
 
 function dialectOf(queryRunner: QueryRunner): DialectName {
-  const type = String(queryRunner.connection.options.type);
+  // `dataSource` on TypeORM 1.x (where `connection` is a deprecated alias), `connection` on 0.3.
+  const runner = queryRunner as { dataSource?: QueryRunner['connection']; connection: QueryRunner['connection'] };
+  const type = String((runner.dataSource ?? runner.connection).options.type);
   const dialect = dialectFor(type);
   if (!dialect) throw new TypeError(`typeorm-session: no session table SQL for database type "${type}"`);
   return dialect;

@@ -1,4 +1,4 @@
-import type { DataSource, EntitySchema } from 'typeorm';
+import { getMetadataArgsStorage, type DataSource, type EntitySchema } from 'typeorm';
 import createDebug from 'debug';
 
 const debug = createDebug('typeorm-session:register');
@@ -13,16 +13,38 @@ function entityList(dataSource: DataSource): unknown[] {
   return Array.isArray(entities) ? entities : Object.values(entities);
 }
 
-function tableOf(entity: unknown): string | undefined {
-  const options = (entity as { options?: { tableName?: string; name?: string } } | null)?.options;
-  return entity && typeof entity === 'object' && options ? (options.tableName ?? options.name) : undefined;
+/**
+ * The table an entry of `options.entities` maps to, as TypeORM will name it: an EntitySchema (ours, or an equal
+ * one from a second copy of this library) or a decorated class (found in TypeORM's global decorator storage).
+ * Undefined for what cannot be known before initialize(), such as a glob path.
+ */
+function tableOf(dataSource: DataSource, entity: unknown): string | undefined {
+  if (!entity) return undefined;
+  let targetName: string | undefined;
+  let given: string | undefined;
+  if (typeof entity === 'function') {
+    const args = getMetadataArgsStorage().tables.find((t) => t.target === entity);
+    if (!args) return undefined;
+    targetName = (entity as { name: string }).name;
+    given = args.name;
+  } else if (typeof entity === 'object') {
+    const options = (entity as { options?: { tableName?: string; name?: string; target?: { name?: string } } }).options;
+    if (!options || typeof options !== 'object') return undefined;
+    targetName = options.target?.name ?? options.name;
+    given = options.tableName;
+  }
+  if (targetName === undefined && given === undefined) return undefined;
+  const naming = (dataSource as { namingStrategy?: { tableName(target: string, given?: string): string } }).namingStrategy;
+  return naming ? naming.tableName(targetName ?? '', given) : (given ?? targetName);
 }
 
 /** True if the DataSource already knows an entity on this table, listed by the user or by us. */
 export function isRegistered(dataSource: DataSource, schema: EntitySchema<any>): boolean {
-  const table = schema.options.tableName!;
-  if (dataSource.isInitialized && dataSource.entityMetadatas.some((m) => m.tableName === table)) return true;
-  return entityList(dataSource).some((e) => e === schema || tableOf(e) === table);
+  const table = tableOf(dataSource, schema) ?? schema.options.tableName!;
+  const known = (m: { tableName: string; tableNameWithoutPrefix?: string }) =>
+    (m.tableNameWithoutPrefix ?? m.tableName) === table;
+  if (dataSource.isInitialized && dataSource.entityMetadatas.some(known)) return true;
+  return entityList(dataSource).some((e) => e === schema || tableOf(dataSource, e) === table);
 }
 
 /**

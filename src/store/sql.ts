@@ -158,7 +158,14 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
   const overwritten = ['data', 'expires_at', 'updated_at', 'user_id'].map(q);
   const live = `${q('expires_at')} > :now`;
   return {
-    exists: compile(`SELECT 1 FROM ${t} WHERE 1 = 0`),
+    // PostgreSQL looks the name up in the catalog (resolved through search_path like every other statement
+    // here), so a missing table is a `false` row, not a failed query that TypeORM and the server log as an
+    // error on every first start. Elsewhere the probe fails with "no such table", which ensureTable also reads.
+    exists: compile(
+      dialect === 'postgres'
+        ? `SELECT to_regclass('${t}') IS NOT NULL AS ${q('found')}`
+        : `SELECT 1 FROM ${t} WHERE 1 = 0`,
+    ),
     get: compile(`SELECT ${q('data')}, ${q('expires_at')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`),
     upsert: compile(
       `INSERT INTO ${t} (${['id', 'data', 'expires_at', 'created_at', 'updated_at', 'user_id'].map(q).join(', ')}) ` +

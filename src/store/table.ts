@@ -19,9 +19,18 @@ function howToCreate(dialect: DialectName, table: string): string {
   );
 }
 
+/**
+ * Runs the dialect's existence check: either a lookup returning one row whose `found` says it, or a probe of
+ * the table itself that fails with the dialect's "no such table" error when it is missing.
+ */
 async function tableExists(dialect: DialectName, run: RunSql, existsSql: string): Promise<boolean> {
   try {
-    await run(existsSql);
+    const rows = await run(existsSql);
+    const first = Array.isArray(rows) ? (rows[0] as { found?: unknown } | undefined) : undefined;
+    if (first && typeof first === 'object' && 'found' in first) {
+      const found = first.found;
+      return !(found === false || found === null || found === 0 || found === '0' || found === 'f');
+    }
     return true;
   } catch (err) {
     if (isMissingTable(dialect, err)) return false;
