@@ -1,8 +1,10 @@
 // One suite, run once per configuration. The environment picks the variant under test:
 //   TYPEORM_VERSION=0.3  -> the typeorm-03 alias (typeorm 0.3.x) instead of typeorm 1.x
 //   EXPRESS_VERSION=4    -> the express4 alias instead of express 5
+//   KOA_VERSION=2        -> the koa2 alias instead of koa 3
 const typeorm = process.env.TYPEORM_VERSION === '0.3' ? 'typeorm-03' : 'typeorm';
 const express = process.env.EXPRESS_VERSION === '4' ? 'express4' : 'express';
+const koa = process.env.KOA_VERSION === '2' ? 'koa2' : 'koa';
 
 module.exports = {
   testEnvironment: 'node',
@@ -16,6 +18,7 @@ module.exports = {
     '^typeorm$': typeorm,
     '^typeorm/(.*)$': `${typeorm}/$1`,
     '^express$': express,
+    '^koa$': koa,
   },
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',

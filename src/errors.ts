@@ -53,3 +53,55 @@ export class StoreClosedError extends TypeormSessionError {
     super('ERR_SESSION_STORE_CLOSED', 'The session store is closed');
   }
 }
+
+/** currentManager() or withTransaction() was called outside a request's unit of work, or after it ended. */
+export class NoRequestScopeError extends TypeormSessionError {
+  constructor(message: string) {
+    super('ERR_NO_REQUEST_SCOPE', message);
+  }
+}
+
+/**
+ * A query reached the request's transaction after its COMMIT or ROLLBACK had begun (a query not awaited
+ * before responding, a timer, a client abort). It is rejected so that it never runs in autocommit.
+ */
+export class TransactionClosedError extends TypeormSessionError {
+  constructor(message: string) {
+    super('ERR_TRANSACTION_CLOSED', message);
+  }
+}
+
+/** No database connection became free within `transaction.acquireTimeout`. Answered with 503. */
+export class AcquireTimeoutError extends TypeormSessionError {
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = true;
+  constructor(message: string) {
+    super('ERR_CONNECTION_ACQUIRE_TIMEOUT', message);
+  }
+}
+
+/** The request's transaction could not be committed; the client was answered with a 5xx. */
+export class CommitError extends TypeormSessionError {
+  readonly status = 500;
+  readonly statusCode = 500;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TRANSACTION_COMMIT', message, options);
+  }
+}
+
+/** The session could not be saved at the end of the request; the client was answered with a 5xx. */
+export class SessionSaveError extends TypeormSessionError {
+  readonly status = 500;
+  readonly statusCode = 500;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_SESSION_SAVE', message, options);
+  }
+}
+
+/** Middleware mounted in a way that cannot work (a second session middleware, ours mounted twice, ...). */
+export class MiddlewareOrderError extends TypeormSessionError {
+  constructor(message: string) {
+    super('ERR_MIDDLEWARE_ORDER', message);
+  }
+}

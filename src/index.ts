@@ -1,6 +1,12 @@
+import './express/augment.js';
 export { TypeormSessionStore } from './store/store.js';
 export { sessionEntity, type SessionRow } from './store/entity.js';
 export { SessionTableMigration, sessionTableMigration } from './store/migration.js';
 export { tableSql, dialectNames, type DialectName } from './store/sql.js';
 export type { StoreOptions, Serializer } from './options.js';
 export * from './errors.js';
+export { sessionStore, type SessionStoreOptions, type SessionStoreMiddleware } from './express/middleware.js';
+export { currentManager } from './unit-of-work/context.js';
+export { withTransaction } from './unit-of-work/request-scope.js';
+export type { TransactionOptions } from './transaction-options.js';
+export type { IsolationLevel } from './store/sql.js';

@@ -213,3 +213,26 @@ export function isAlreadyExists(dialect: DialectName, err: unknown): boolean {
   if (dialect === 'mysql') return code === 'ER_TABLE_EXISTS_ERROR' || code === 1050 || code === 'ER_DUP_KEYNAME';
   return /already exists/i.test(message(err));
 }
+
+/** Isolation levels every supported database accepts in some form. */
+export type IsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE';
+
+/**
+ * The statements that open a request's transaction. SQLite takes the write lock up front (IMMEDIATE) so two
+ * request transactions never both read and then deadlock on upgrading; it has no isolation levels to set.
+ */
+export function beginStatements(dialect: DialectName, isolation?: IsolationLevel): string[] {
+  if (dialect === 'postgres') return [isolation ? `START TRANSACTION ISOLATION LEVEL ${isolation}` : 'START TRANSACTION'];
+  if (dialect === 'mysql') {
+    return isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation}`, 'START TRANSACTION'] : ['START TRANSACTION'];
+  }
+  return ['BEGIN IMMEDIATE'];
+}
+
+export function savepointStatements(name: string) {
+  return {
+    create: `SAVEPOINT ${name}`,
+    release: `RELEASE SAVEPOINT ${name}`,
+    rollback: `ROLLBACK TO SAVEPOINT ${name}`,
+  };
+}

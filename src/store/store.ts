@@ -14,6 +14,7 @@ import { sessionEntity } from './entity.js';
 import { registerEntity } from './register.js';
 import { bind, compileStatements, dialectFor, type DialectName, type Params, type Statement, type Statements } from './sql.js';
 import { ensureTable } from './table.js';
+import { scopeOf } from '../unit-of-work/request-scope.js';
 import { digest, expiryOf, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
@@ -143,14 +144,27 @@ export class TypeormSessionStore extends Store {
 
   private async write(sid: string, session: SessionData): Promise<void> {
     const now = this.options.now();
+    await this.upsert(sid, session, expiryOf(session as SessionLike, now, this.options.ttlMs), now);
+  }
+
+  /**
+   * Saves `data` under `sid` with an explicit expiry (epoch ms), or the store's ttl when it is undefined.
+   * For adapters whose session library tracks expiry itself (koa-session's maxAge).
+   */
+  async setWithExpiry(sid: string, data: object, expiresAt: number | undefined): Promise<void> {
+    const now = this.options.now();
+    await this.upsert(sid, data, expiresAt ?? now + this.options.ttlMs, now);
+  }
+
+  private async upsert(sid: string, session: object, expires: number, now: number): Promise<void> {
     const values = {
       id: digest(sid),
       data: this.options.serializer.stringify(session),
-      expires: expiryOf(session as SessionLike, now, this.options.ttlMs),
+      expires,
       now,
       userId: userIdOf(session as SessionLike, this.options.userIdPath),
     };
-    await this.query('set', this.statements.upsert, values);
+    await this.query('set', this.statements.upsert, values, session);
   }
 
   private async extend(sid: string, session: SessionData): Promise<void> {
@@ -159,7 +173,7 @@ export class TypeormSessionStore extends Store {
     const window = Math.min(this.options.touchAfterMs, Math.max(0, (expires - now) / 10));
     const state = this.loaded.get(session);
     if (state && expires - state.expiresAt < window) return;
-    await this.query('touch', this.statements.touch, { id: digest(sid), expires, now, threshold: expires - window });
+    await this.query('touch', this.statements.touch, { id: digest(sid), expires, now, threshold: expires - window }, session);
     if (state) state.expiresAt = expires;
   }
 
@@ -274,12 +288,34 @@ export class TypeormSessionStore extends Store {
     }
   }
 
-  private async query(operation: string, statement: Statement, values: Params): Promise<unknown[]> {
+  /**
+   * Runs one statement. Inside a request whose transaction is open, it joins that transaction, so the session
+   * commits or rolls back with the request's own writes. A session write made while the response is being
+   * finished, in a request that will roll back, is skipped. Everything else runs on the pool as one statement.
+   */
+  private async query(operation: string, statement: Statement, values: Params, session?: unknown): Promise<unknown[]> {
     await this.ready();
+    const scope = scopeOf(session);
+    const parameters = bind(statement, values);
     try {
-      return await this.runOnPool(statement.sql, bind(statement, values));
+      if (scope && scope.unitOfWork.isOpen && scope.unitOfWork.dataSource === this.options.dataSource) {
+        scope.sessionJoined = true;
+        return await scope.unitOfWork.query(statement.sql, parameters);
+      }
+      if (scope && scope.ending && WRITES.has(operation) && !scope.willCommit()) {
+        scope.sessionDiscarded = true;
+        debug('%s skipped: the request is rolling back', operation);
+        return [];
+      }
+      return await this.runOnPool(statement.sql, parameters);
     } catch (cause) {
-      throw new StoreQueryError(`typeorm-session: session ${operation} failed`, { cause });
+      const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
+        cause: scope ? scope.unitOfWork.causeOf(cause) : cause,
+      });
+      if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
+      throw error;
     }
   }
 }
+
+const WRITES = new Set(['set', 'touch', 'destroy']);

@@ -1,0 +1,150 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import koaSession from 'koa-session';
+import type { EntityManager } from 'typeorm';
+import createDebug from 'debug';
+import { MiddlewareOrderError, type TypeormSessionError } from '../errors.js';
+import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
+import { TypeormSessionStore } from '../store/store.js';
+import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
+import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
+import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
+
+const debug = createDebug('typeorm-session:koa');
+
+/** koa-session's own options that pass straight through (`store` is ours; `encode`/`decode` do not apply). */
+const sessionOptionNames = [
+  'key', 'maxAge', 'autoCommit', 'overwrite', 'httpOnly', 'signed', 'rolling', 'renew', 'secure', 'sameSite',
+  'domain', 'path', 'genid', 'prefix', 'valid', 'beforeSave', 'externalKey',
+] as const;
+
+export interface KoaSessionStoreOptions extends StoreOptions {
+  /** Cookie name. Default `'koa.sess'`. */
+  key?: string;
+  /** Session lifetime in ms, or `'session'` for a browser-session cookie (the store's `ttl` applies). Default one day. */
+  maxAge?: number | 'session';
+  autoCommit?: boolean;
+  overwrite?: boolean;
+  httpOnly?: boolean;
+  /** Sign the cookie with `app.keys`. Default `true`. */
+  signed?: boolean;
+  rolling?: boolean;
+  renew?: boolean;
+  secure?: boolean;
+  sameSite?: string;
+  domain?: string;
+  path?: string;
+  genid?: (ctx: any) => string;
+  prefix?: string;
+  valid?: (ctx: any, session: Record<string, unknown>) => boolean;
+  beforeSave?: (ctx: any, session: any) => void;
+  externalKey?: { get(ctx: any): string | undefined; set(ctx: any, value: string): void };
+  /** The request's transaction; `false` turns it off (ctx.db is then absent). */
+  transaction?: TransactionOptions | false;
+}
+
+interface KoaApp {
+  keys?: unknown;
+  context: object;
+  use(fn: unknown): unknown;
+}
+
+interface KoaContext {
+  req: IncomingMessage & { [SCOPE]?: RequestScope };
+  res: ServerResponse;
+  status: number;
+  body: unknown;
+  db?: EntityManager;
+  remove(field: string): void;
+  [SCOPE]?: RequestScope;
+}
+
+export type KoaSessionStoreMiddleware = ((ctx: any, next: () => Promise<unknown>) => Promise<void>) & {
+  readonly store: TypeormSessionStore;
+  close(): Promise<void>;
+};
+
+/**
+ * Koa middleware giving `ctx.session` (koa-session, with the TypeORM store as its external store) and
+ * `ctx.db`, the EntityManager of the request's transaction. Koa answers after the middleware chain settles,
+ * so the commit runs when `next()` returns: before the response's first byte, streams included.
+ */
+export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): KoaSessionStoreMiddleware {
+  if (!app || typeof app.use !== 'function' || typeof app.context !== 'object') {
+    throw new TypeError('typeorm-session: koaSessionStore(app, options) needs the Koa app as its first argument');
+  }
+  if (!options || typeof options !== 'object') throw new TypeError('typeorm-session: koaSessionStore(app, options) needs an options object');
+  rejectUnknown(options, [...storeOptionNames, ...sessionOptionNames, 'transaction'], 'koaSessionStore');
+  if (options.signed !== false && !app.keys) {
+    throw new TypeError('typeorm-session: set app.keys before koaSessionStore() (koa-session signs its cookie), or pass signed: false');
+  }
+  if (Object.getOwnPropertyDescriptor(app.context, 'session')) {
+    throw new MiddlewareOrderError(
+      'typeorm-session: another session middleware (koa-session?) is already installed on this app; koaSessionStore() includes koa-session',
+    );
+  }
+  const transaction = resolveTransactionOptions(options.transaction);
+
+  const storeOptions: Record<string, unknown> = {};
+  for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
+  const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
+  const now = options.now ?? Date.now;
+
+  const sessionOptions: Record<string, unknown> = {};
+  for (const name of sessionOptionNames) if (options[name] !== undefined) sessionOptions[name] = options[name];
+  const session = koaSession(
+    {
+      ...sessionOptions,
+      store: {
+        get: (key: string) => store.get(key),
+        // koa-session passes 'session' (a browser-session cookie) or a lifetime in ms it has padded by 10 s.
+        set: (key: string, data: object, maxAge: number | 'session') =>
+          store.setWithExpiry(key, data, typeof maxAge === 'number' ? now() + maxAge : undefined),
+        destroy: (key: string) => store.destroy(key),
+      },
+    } as any,
+    app as any,
+  ) as unknown as (ctx: unknown, next: () => Promise<unknown>) => Promise<void>;
+  const report = reporter(options.onError, debug);
+
+  const middleware = async function typeormKoaSession(ctx: KoaContext, next: () => Promise<unknown>) {
+    if (ctx.req[SCOPE]) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
+    if (!transaction) return session(ctx, next);
+
+    const scope = new RequestScope({ dataSource: store.dataSource, dialect: store.dialect, ...transaction }, () => ctx.status);
+    ctx.req[SCOPE] = scope;
+    const unitOfWork = scope.unitOfWork;
+    Object.defineProperty(ctx, 'db', { configurable: true, enumerable: false, get: () => unitOfWork.manager });
+    rollBackOnClientAbort(ctx.res, unitOfWork, () => false, debug);
+
+    try {
+      await scope.run(() =>
+        session(ctx, async () => {
+          await next();
+          // What koa-session saves now is the request's last session write.
+          scope.ending = true;
+        }),
+      );
+    } catch (err) {
+      await unitOfWork.finish(false).catch((rollbackError: TypeormSessionError) => report(rollbackError));
+      throw err;
+    }
+
+    const commit = scope.willCommit();
+    let outcome: string;
+    try {
+      outcome = await unitOfWork.finish(commit);
+    } catch (err) {
+      report(err as TypeormSessionError);
+      // Nothing the handler prepared may suggest success.
+      for (const name of ctx.res.getHeaderNames()) ctx.res.removeHeader(name);
+      ctx.status = 500;
+      ctx.body = 'Internal Server Error';
+      return;
+    }
+    if (scope.sessionDiscarded || (outcome === 'rolled back' && scope.sessionJoined)) ctx.remove('Set-Cookie');
+  } as KoaSessionStoreMiddleware;
+
+  Object.defineProperty(middleware, 'store', { value: store, enumerable: true });
+  Object.defineProperty(middleware, 'close', { value: () => store.close() });
+  return middleware;
+}

@@ -1,0 +1,56 @@
+import type { IsolationLevel } from './store/sql.js';
+
+/** The request transaction's options: `transaction` in sessionStore() and koaSessionStore(). */
+export interface TransactionOptions {
+  /** Isolation level of each request's transaction. Default: the database's default. */
+  isolationLevel?: IsolationLevel;
+  /** Whether a response status commits. Default: `status < 400`. */
+  commitOn?: (status: number) => boolean;
+  /** Milliseconds a request waits for a pool connection before failing with 503. Default `10000`. */
+  acquireTimeoutMs?: number;
+}
+
+export interface ResolvedTransactionOptions {
+  isolationLevel: IsolationLevel | undefined;
+  commitOn: (status: number) => boolean;
+  acquireTimeoutMs: number;
+}
+
+const isolationLevels: readonly IsolationLevel[] = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'];
+const names = ['isolationLevel', 'commitOn', 'acquireTimeoutMs'];
+
+export const commitBelow400 = (status: number) => status < 400;
+
+/** Validates `transaction`; undefined when transactions are turned off (`transaction: false`). */
+export function resolveTransactionOptions(value: unknown): ResolvedTransactionOptions | undefined {
+  if (value === false) return undefined;
+  const options = (value ?? {}) as TransactionOptions;
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError('typeorm-session: option "transaction" must be false or an object');
+  }
+  for (const key of Object.keys(options)) {
+    if (!names.includes(key)) throw new TypeError(`typeorm-session: unknown option "transaction.${key}"`);
+  }
+  const { isolationLevel, commitOn, acquireTimeoutMs } = options;
+  if (isolationLevel !== undefined && !isolationLevels.includes(isolationLevel)) {
+    throw new TypeError(
+      `typeorm-session: option "transaction.isolationLevel" must be one of ${isolationLevels.join(', ')}, got ${JSON.stringify(isolationLevel)}`,
+    );
+  }
+  if (commitOn !== undefined && typeof commitOn !== 'function') {
+    throw new TypeError('typeorm-session: option "transaction.commitOn" must be a function (status) => boolean');
+  }
+  if (
+    acquireTimeoutMs !== undefined &&
+    (typeof acquireTimeoutMs !== 'number' || !(acquireTimeoutMs > 0) || Number.isNaN(acquireTimeoutMs))
+  ) {
+    throw new TypeError(
+      `typeorm-session: option "transaction.acquireTimeoutMs" must be a number of milliseconds > 0 (or Infinity), got ${JSON.stringify(acquireTimeoutMs)}`,
+    );
+  }
+  return {
+    isolationLevel,
+    commitOn: commitOn ?? commitBelow400,
+    acquireTimeoutMs: acquireTimeoutMs ?? 10_000,
+  };
+}

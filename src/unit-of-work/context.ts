@@ -1,0 +1,63 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { EventEmitter } from 'node:events';
+import type { EntityManager } from 'typeorm';
+import { NoRequestScopeError } from '../errors.js';
+import type { RequestScope } from './request-scope.js';
+
+/**
+ * The request scope visible to code far from the request object. Each request (and each nested scope) runs
+ * with its own store object, never a shared mutable stack, so concurrent branches of one request cannot see
+ * each other's state (FIELD-NOTES 7).
+ */
+export interface ScopeFrame {
+  readonly scope: RequestScope;
+  /** Nested scopes opened inside this frame run one at a time, in call order. */
+  queue: Promise<void>;
+}
+
+const storage = new AsyncLocalStorage<ScopeFrame>();
+
+export function runInFrame<T>(frame: ScopeFrame, fn: () => T): T {
+  return storage.run(frame, fn);
+}
+
+export function currentFrame(): ScopeFrame | undefined {
+  return storage.getStore();
+}
+
+/** The EntityManager of the current request's transaction. Throws outside a request, or after it finished. */
+export function currentManager(): EntityManager {
+  const frame = storage.getStore();
+  if (!frame) {
+    throw new NoRequestScopeError(
+      'typeorm-session: currentManager() was called outside a request scope (is the sessionStore middleware mounted, ' +
+        'and is this code running inside a request?)',
+    );
+  }
+  if (frame.scope.unitOfWork.closed) {
+    throw new NoRequestScopeError(
+      'typeorm-session: currentManager() was called after the request that started this code had finished ' +
+        '(from a timer or a promise left running?)',
+    );
+  }
+  return frame.scope.unitOfWork.manager;
+}
+
+/**
+ * Keeps listeners added to `emitter` inside the current frame. Body parsers read the request through 'data'
+ * and 'end' listeners, which Node runs in the emitter's own async context; without this, code after a body
+ * parser would lose the request scope.
+ */
+export function bindEmitter(emitter: EventEmitter, frame: ScopeFrame): void {
+  for (const method of ['on', 'addListener', 'once', 'prependListener', 'prependOnceListener'] as const) {
+    const original = emitter[method];
+    emitter[method] = function (this: EventEmitter, event: string | symbol, listener: (...args: any[]) => void) {
+      const bound = function (this: unknown, ...args: unknown[]) {
+        return storage.run(frame, () => listener.apply(this, args));
+      };
+      // removeListener(listener) matches wrappers through their `listener` property, as it does for once().
+      (bound as { listener?: unknown }).listener = listener;
+      return original.call(this, event, bound);
+    } as EventEmitter['on'];
+  }
+}

@@ -1,0 +1,230 @@
+import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
+import createDebug from 'debug';
+import { CommitError, TransactionClosedError } from '../errors.js';
+import { beginStatements, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
+import { acquire } from './acquire.js';
+
+const debug = createDebug('typeorm-session:transaction');
+
+export interface UnitOfWorkOptions {
+  isolationLevel: IsolationLevel | undefined;
+  acquireTimeoutMs: number;
+}
+
+type QueryFn = (sql: string, parameters?: unknown[], structured?: boolean) => Promise<any>;
+
+/** idle: nothing taken yet · open: BEGIN sent (or on its way) · closing: COMMIT/ROLLBACK decided · done */
+type State = 'idle' | 'open' | 'closing' | 'done';
+
+export type Outcome = 'none' | 'committed' | 'rolled back';
+
+/**
+ * One request's database transaction: taken lazily, fenced once it ends, always rolled back before release.
+ *
+ * The QueryRunner is created on first use of `manager` but takes no connection until its first query. It is
+ * marked as already inside a transaction from the start, so TypeORM's own save()/transaction() nest inside
+ * it instead of opening their own; the real BEGIN is sent just before the first query (FIELD-NOTES 1, 2).
+ */
+export class UnitOfWork {
+  private runner: QueryRunner | undefined;
+  private rawQuery: QueryFn | undefined;
+  private begun: Promise<void> | undefined;
+  private state: State = 'idle';
+  private readonly inflight = new Set<Promise<unknown>>();
+  private savepoints = 0;
+  private connectionError: unknown;
+  private ending: Promise<Outcome> | undefined;
+
+  constructor(
+    readonly dataSource: DataSource,
+    private readonly dialect: DialectName,
+    private readonly options: UnitOfWorkOptions,
+  ) {}
+
+  /** The EntityManager bound to this transaction. Getting it takes no connection. */
+  get manager(): EntityManager {
+    return this.queryRunner().manager;
+  }
+
+  /** True once a query has been sent (or is being sent) inside the transaction, until it ends. */
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /** True once COMMIT or ROLLBACK has been decided: no more queries are accepted. */
+  get closed(): boolean {
+    return this.state === 'closing' || this.state === 'done';
+  }
+
+  /** Runs a statement inside the transaction (opening it if needed); returns the rows. */
+  async query(sql: string, parameters: unknown[]): Promise<unknown[]> {
+    const result = await this.queryRunner().query(sql, parameters, true);
+    return (result as { records?: unknown[] }).records ?? [];
+  }
+
+  private queryRunner(): QueryRunner {
+    if (this.runner) return this.runner;
+    if (this.closed) {
+      throw new TransactionClosedError('typeorm-session: the request transaction has already ended');
+    }
+    const runner = this.dataSource.createQueryRunner('master');
+    const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
+    internal.isTransactionActive = true;
+    internal.transactionDepth = 1;
+    this.rawQuery = runner.query.bind(runner) as QueryFn;
+    runner.query = ((sql: string, parameters?: unknown[], structured?: boolean) =>
+      this.guardedQuery(sql, parameters, structured)) as QueryRunner['query'];
+    this.runner = runner;
+    return runner;
+  }
+
+  private guardedQuery(sql: string, parameters?: unknown[], structured?: boolean): Promise<any> {
+    if (this.closed) return Promise.reject(this.closedError(sql));
+    if (this.state === 'idle') this.state = 'open';
+    const running = (async () => {
+      await (this.begun ??= this.begin());
+      return this.rawQuery!(sql, parameters, structured);
+    })();
+    this.inflight.add(running);
+    const forget = () => this.inflight.delete(running);
+    running.then(forget, forget);
+    return running;
+  }
+
+  private closedError(sql: string): TransactionClosedError {
+    return new TransactionClosedError(
+      `typeorm-session: a query was sent after the request transaction ended, and was not run ` +
+        `(it would have run outside any transaction): ${sql.slice(0, 60)}`,
+    );
+  }
+
+  private async begin(): Promise<void> {
+    const runner = this.runner!;
+    await acquire(runner, this.options.acquireTimeoutMs);
+    // Keep the connection's own error: after a backend is killed, TypeORM releases the runner and later
+    // calls fail with "query runner already released", which hides the real cause (FIELD-NOTES 10).
+    const connection = (runner as unknown as { databaseConnection?: { on?: Function } }).databaseConnection;
+    if (typeof connection?.on === 'function') {
+      connection.on('error', (err: unknown) => (this.connectionError ??= err));
+    }
+    for (const statement of beginStatements(this.dialect, this.options.isolationLevel)) {
+      await this.rawQuery!(statement);
+    }
+  }
+
+  /**
+   * Runs `fn` inside a savepoint on this transaction's connection. Nested scopes started from the same
+   * frame run one after another: TypeORM's savepoint depth counter is shared per runner (FIELD-NOTES 9),
+   * so this keeps its own numbering and never runs two savepoints at once.
+   */
+  async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    const name = `tsess_sp_${++this.savepoints}`;
+    const sql = savepointStatements(name);
+    await this.guardedQuery(sql.create);
+    let result: T;
+    try {
+      result = await fn();
+    } catch (err) {
+      try {
+        await this.guardedQuery(sql.rollback);
+        await this.guardedQuery(sql.release);
+      } catch (rollbackError) {
+        debug('rolling back savepoint failed: %O', rollbackError);
+      }
+      throw err;
+    }
+    await this.guardedQuery(sql.release);
+    return result;
+  }
+
+  /**
+   * Ends the unit of work once: fences new queries, lets queries already sent finish, then commits (when
+   * `commit` is true) or rolls back, and always releases the connection. Rejects with CommitError when the
+   * commit fails (the transaction is then rolled back).
+   */
+  finish(commit: boolean): Promise<Outcome> {
+    return (this.ending ??= this.end(commit));
+  }
+
+  /** Ends synchronously when nothing was ever sent; false when finish() must be awaited. */
+  finishIfUnused(): boolean {
+    if (this.state !== 'idle') return this.state === 'done';
+    this.state = 'done';
+    this.ending = Promise.resolve('none');
+    if (this.runner) void this.runner.release();
+    return true;
+  }
+
+  private async end(commit: boolean): Promise<Outcome> {
+    const wasOpen = this.state === 'open';
+    this.state = 'closing';
+    const runner = this.runner;
+    try {
+      if (!runner || !wasOpen) return 'none';
+      await Promise.allSettled([...this.inflight]);
+      const began = await this.begun!.then(
+        () => true,
+        () => false,
+      );
+      if (!began) return 'none';
+      if (commit) {
+        try {
+          await this.rawQuery!('COMMIT');
+          return 'committed';
+        } catch (err) {
+          await this.rollback();
+          throw new CommitError('typeorm-session: committing the request transaction failed; it was rolled back', {
+            cause: this.realCause(err),
+          });
+        }
+      }
+      await this.rollback();
+      return 'rolled back';
+    } finally {
+      if (runner) await this.release(runner);
+      this.state = 'done';
+    }
+  }
+
+  private brokenBy: unknown;
+
+  private async rollback(): Promise<void> {
+    try {
+      await this.rawQuery!('ROLLBACK');
+    } catch (err) {
+      // The connection may still be inside the transaction: it must not go back to the pool as it is.
+      this.brokenBy = this.realCause(err);
+      debug('rollback failed, the connection will be discarded: %O', this.brokenBy);
+    }
+  }
+
+  private realCause(err: unknown): unknown {
+    const released = (err as { name?: string } | null)?.name === 'QueryRunnerAlreadyReleasedError';
+    return released && this.connectionError ? this.connectionError : err;
+  }
+
+  private async release(runner: QueryRunner): Promise<void> {
+    const internal = runner as unknown as {
+      transactionDepth: number;
+      isTransactionActive: boolean;
+      releasePostgresConnection?: (err?: unknown) => Promise<void>;
+    };
+    internal.isTransactionActive = false;
+    internal.transactionDepth = 0;
+    if (runner.isReleased) return;
+    try {
+      if (this.brokenBy && typeof internal.releasePostgresConnection === 'function') {
+        await internal.releasePostgresConnection.call(runner, this.brokenBy);
+      } else {
+        await runner.release();
+      }
+    } catch (err) {
+      debug('release failed: %O', err);
+    }
+  }
+
+  /** The original error behind a failed query, when the runner only reports that it was released. */
+  causeOf(err: unknown): unknown {
+    return this.realCause(err);
+  }
+}
