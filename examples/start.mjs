@@ -1,5 +1,7 @@
-// `npm start`: the Express example (or the Koa one with `npm start -- koa`) on an embedded PostgreSQL.
+// `npm start`: the Express example, or the Koa one with `npm start -- koa`, on an embedded PostgreSQL
+// (or DATABASE_URL when set). PORT chooses the port (default 3000; 0 picks a free one).
 import 'reflect-metadata';
+import { createServer } from 'node:http';
 import { DataSource } from 'typeorm';
 import { startDatabase } from './database.mjs';
 
@@ -10,11 +12,11 @@ const dataSource = new DataSource({ type: 'postgres', url: database.url, entitie
 await dataSource.initialize();
 
 const app = createApp(dataSource);
-const server = (which === 'koa' ? app.callback ? (await import('node:http')).createServer(app.callback()) : app : app)
-  .listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
-    console.log(`typeorm-session ${which} example: open http://127.0.0.1:${server.address().port}/`);
-    console.log('Register, log in, log out. Ctrl-C stops the server and the database.');
-  });
+const server = createServer(which === 'koa' ? app.callback() : app);
+server.listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
+  console.log(`typeorm-session ${which} example: open http://127.0.0.1:${server.address().port}/`);
+  console.log('Register, log in, log out. Ctrl-C stops the server and the database.');
+});
 
 async function shutdown() {
   server.close();

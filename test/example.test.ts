@@ -8,10 +8,11 @@ let db: TestDatabase;
 let child: ChildProcess;
 let base: string;
 
+describe.each(['express', 'koa'])('the %s example', (which) => {
 beforeAll(async () => {
   if (!existsSync('dist/esm/index.js')) throw new Error('dist/ is missing: run `npm run build` (npm test does)');
   db = await createTestDatabase();
-  child = spawn(process.execPath, ['examples/start.mjs', ...(process.env.EXAMPLE === 'koa' ? ['koa'] : [])], {
+  child = spawn(process.execPath, ['examples/start.mjs', which], {
     env: { ...process.env, DATABASE_URL: db.url, PORT: '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -36,15 +37,31 @@ afterAll(async () => {
 });
 
 class Browser {
-  cookie = '';
+  readonly jar = new Map<string, string>();
+  get cookie(): string {
+    return [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+  set cookie(header: string) {
+    this.jar.clear();
+    for (const pair of header.split('; ').filter(Boolean)) {
+      const at = pair.indexOf('=');
+      this.jar.set(pair.slice(0, at), pair.slice(at + 1));
+    }
+  }
   async request(path: string, init: RequestInit = {}) {
     const res = await fetch(base + path, {
       ...init,
       redirect: 'manual',
       headers: { ...(init.headers as object), cookie: this.cookie },
     });
-    const set = res.headers.get('set-cookie');
-    if (set) this.cookie = set.split(';')[0]!;
+    for (const set of res.headers.getSetCookie()) {
+      const [pair] = set.split(';');
+      const at = pair!.indexOf('=');
+      const name = pair!.slice(0, at);
+      const value = pair!.slice(at + 1);
+      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(set)) this.jar.delete(name);
+      else this.jar.set(name, value);
+    }
     return res;
   }
   form(path: string, fields: Record<string, string>) {
@@ -82,4 +99,5 @@ test('register, log out, log in, wrong password, across two browsers', async () 
   expect(bob.cookie).not.toBe(planted); // regenerated at login
 
   expect((await alice.form('/register', { email: 'alice@example.com', password: 'x' })).status).toBe(409);
+});
 });
