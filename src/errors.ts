@@ -105,3 +105,15 @@ export class MiddlewareOrderError extends TypeormSessionError {
     super('ERR_MIDDLEWARE_ORDER', message);
   }
 }
+
+/**
+ * A session save was based on a version another request has saved since (two requests changed one session
+ * at once). Reported through onError; with `onConflict: 'reject'` the later save fails with it (409).
+ */
+export class SessionConflictError extends TypeormSessionError {
+  readonly status = 409;
+  readonly statusCode = 409;
+  constructor(message: string) {
+    super('ERR_SESSION_CONFLICT', message);
+  }
+}

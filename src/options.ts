@@ -31,6 +31,24 @@ export interface StoreOptions {
   onError?: (error: TypeormSessionError) => void;
   /** Clock in epoch milliseconds, for tests. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Absolute lifetime in seconds: a session older than this is expired however active it is (OWASP's
+   * absolute timeout). Default: none, only the idle timeout (cookie maxAge / ttl, extended by touch) applies.
+   */
+  absoluteTimeout?: number;
+  /** Session field whose value listByUser() returns as each session's `metadata`. Default `'device'`. */
+  metadataField?: string;
+  /**
+   * A save based on a version of the session that another request has saved since: `'overwrite'` (the
+   * later save wins, as in every other store, and onError hears a SessionConflictError) or `'reject'` (the
+   * later save fails with that error; under the middleware its request rolls back and answers 409).
+   * Default `'overwrite'`. A session destroyed meanwhile is never re-created either way.
+   */
+  onConflict?: 'overwrite' | 'reject';
+  /** Seconds between background prunes of expired rows (±20%), or `false` for none. Default `900`. */
+  pruneInterval?: number | false;
+  /** Rows deleted per prune statement. Default `1000`. */
+  pruneBatchSize?: number;
 }
 
 export interface ResolvedStoreOptions {
@@ -43,6 +61,11 @@ export interface ResolvedStoreOptions {
   serializer: Serializer;
   onError: ((error: TypeormSessionError) => void) | undefined;
   now: () => number;
+  absoluteMs: number;
+  metadataField: string;
+  onConflict: 'overwrite' | 'reject';
+  pruneIntervalMs: number | undefined;
+  pruneBatchSize: number;
 }
 
 export const storeOptionNames = [
@@ -55,7 +78,15 @@ export const storeOptionNames = [
   'serializer',
   'onError',
   'now',
+  'absoluteTimeout',
+  'metadataField',
+  'onConflict',
+  'pruneInterval',
+  'pruneBatchSize',
 ] as const;
+
+/** Stands for "no absolute lifetime" in SQL that caps expiry at created_at + absolute. */
+export const NO_ABSOLUTE_LIMIT = 2 ** 52;
 
 function fail(option: string, expected: string, got: unknown): never {
   const shown = typeof got === 'function' ? 'a function' : JSON.stringify(got) ?? String(got);
@@ -100,9 +131,21 @@ export function resolveStoreOptions(options: StoreOptions, where = 'TypeormSessi
   if (options.createTable !== undefined && typeof options.createTable !== 'boolean') {
     fail('createTable', 'a boolean', options.createTable);
   }
+  if (options.absoluteTimeout !== undefined) seconds('absoluteTimeout', options.absoluteTimeout, 0, false);
+  const metadataField = options.metadataField ?? 'device';
+  if (typeof metadataField !== 'string' || !metadataField) fail('metadataField', 'a field name', metadataField);
+  const onConflict = options.onConflict ?? 'overwrite';
+  if (onConflict !== 'overwrite' && onConflict !== 'reject') fail('onConflict', "'overwrite' or 'reject'", onConflict);
+  const pruneBatchSize = options.pruneBatchSize ?? 1000;
+  if (!Number.isInteger(pruneBatchSize) || pruneBatchSize < 1) fail('pruneBatchSize', 'a whole number >= 1', pruneBatchSize);
   return {
     dataSource,
     tableName,
+    absoluteMs: options.absoluteTimeout === undefined ? NO_ABSOLUTE_LIMIT : options.absoluteTimeout * 1000,
+    metadataField,
+    onConflict,
+    pruneIntervalMs: options.pruneInterval === false ? undefined : seconds('pruneInterval', options.pruneInterval, 900, false),
+    pruneBatchSize,
     ttlMs: seconds('ttl', options.ttl, 86400, false),
     touchAfterMs: seconds('touchAfter', options.touchAfter, 60, true),
     createTable: options.createTable ?? true,

@@ -322,7 +322,7 @@ describe('schema agreement', () => {
       );
     const rows = () => maker.query('SELECT * FROM reg_sync_rows');
     const [columnsBefore, rowsBefore] = [await columns(), await rows()];
-    expect(columnsBefore).toHaveLength(6);
+    expect(columnsBefore).toHaveLength(7);
     const synced = track(dataSourceFor(db.url, { entities: [sessionEntity({ tableName: 'reg_sync_rows' })], synchronize: true }));
     await synced.initialize();
     expect(await columns()).toEqual(columnsBefore);

@@ -5,6 +5,7 @@ import createDebug from 'debug';
 import { MiddlewareOrderError, type TypeormSessionError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
+import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
 import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
@@ -88,6 +89,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
   for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
   const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
   const now = options.now ?? Date.now;
+  const loadedBy = new WeakMap<object, { key: string; loaded: LoadedState }>();
 
   const sessionOptions: Record<string, unknown> = {};
   for (const name of sessionOptionNames) if (options[name] !== undefined) sessionOptions[name] = options[name];
@@ -95,10 +97,20 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     {
       ...sessionOptions,
       store: {
-        get: (key: string) => store.get(key),
+        // What each request loaded, so its save updates that version only and cannot re-create a session
+        // destroyed meanwhile (koa-session hands the store a fresh object, unlike express-session).
+        get: async (key: string, _maxAge: unknown, { ctx }: { ctx: object }) => {
+          const found = await store.getWithState(key);
+          if (!found) return null;
+          loadedBy.set(ctx, { key, loaded: found.loaded });
+          return found.data;
+        },
         // koa-session passes 'session' (a browser-session cookie) or a lifetime in ms it has padded by 10 s.
-        set: (key: string, data: object, maxAge: number | 'session') =>
-          store.setWithExpiry(key, data, typeof maxAge === 'number' ? now() + maxAge : undefined),
+        set: (key: string, data: object, maxAge: number | 'session', { ctx }: { ctx: object }) => {
+          const loaded = loadedBy.get(ctx);
+          const expiresAt = typeof maxAge === 'number' ? now() + maxAge : undefined;
+          return store.setWithExpiry(key, data, expiresAt, loaded?.key === key ? loaded.loaded : undefined);
+        },
         destroy: (key: string) => store.destroy(key),
       },
     } as any,

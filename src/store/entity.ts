@@ -9,6 +9,8 @@ export interface SessionRow {
   createdAt: string | number;
   updatedAt: string | number;
   userId: string | null;
+  /** Bumped by every save; a save based on an older version is refused (see README, concurrency). */
+  version: number;
 }
 
 export const DEFAULT_TABLE_NAME = 'sessions';
@@ -53,6 +55,7 @@ export function sessionEntity(options: { tableName?: string } = {}): EntitySchem
         createdAt: { name: 'created_at', type: 'bigint' },
         updatedAt: { name: 'updated_at', type: 'bigint' },
         userId: { name: 'user_id', type: 'varchar', length: 255, nullable: true },
+        version: { type: 'integer', default: 0 },
       },
       indices: [
         { name: names.expiresIndex, columns: ['expiresAt'] },

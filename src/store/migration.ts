@@ -1,6 +1,6 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { assertTableName, DEFAULT_TABLE_NAME } from './entity.js';
-import { createTableStatements, dialectFor, dropTableStatement, type DialectName } from './sql.js';
+import { createTableStatements, dialectFor, dropTableStatements, type DialectName } from './sql.js';
 
 function dialectOf(queryRunner: QueryRunner): DialectName {
   // `dataSource` on TypeORM 1.x (where `connection` is a deprecated alias), `connection` on 0.3.
@@ -29,7 +29,9 @@ export function sessionTableMigration(options: { tableName?: string } = {}) {
     }
 
     async down(queryRunner: QueryRunner): Promise<void> {
-      await queryRunner.query(dropTableStatement(dialectOf(queryRunner), tableName));
+      for (const statement of dropTableStatements(dialectOf(queryRunner), tableName)) {
+        await queryRunner.query(statement);
+      }
     }
   };
 }

@@ -48,6 +48,8 @@ export function userIdOf(session: SessionLike, path: readonly string[]): string 
  */
 export interface LoadedState {
   expiresAt: number;
+  /** The row's version when loaded; a save updates only this version (see store.save). */
+  version: number;
 }
 
 export const LOADED = Symbol('typeorm-session.loaded');

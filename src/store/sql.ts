@@ -29,7 +29,15 @@ interface DialectSpec {
   tableSuffix: string;
   /** `ON CONFLICT`-style tail of the upsert, given the quoted columns to overwrite. */
   upsertTail(columns: string[]): string;
+  /** The column's value as the row had it before this upsert, inside the upsert's update part. */
+  existing(table: string, column: string): string;
   createIndex(name: string, table: string, column: string): string;
+  /** The smaller of two numbers (LEAST is MIN in SQLite). */
+  least: string;
+  /** INSERT that does nothing when the key exists. */
+  insertIgnore(table: string, columns: string): string;
+  /** One bounded batch of expired rows. MySQL rejects LIMIT inside an IN subquery but has DELETE ... LIMIT. */
+  pruneBatch(table: string, expires: string, id: string): string;
 }
 
 const specs: Record<DialectName, DialectSpec> = {
@@ -39,7 +47,11 @@ const specs: Record<DialectName, DialectSpec> = {
     types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
     tableSuffix: '',
     upsertTail: (cols) => `ON CONFLICT ("id") DO UPDATE SET ${cols.map((c) => `${c} = EXCLUDED.${c}`).join(', ')}`,
+    existing: (table, column) => `${table}.${column}`,
     createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    least: 'LEAST',
+    insertIgnore: (table, columns) => `INSERT INTO ${table} ${columns} ON CONFLICT DO NOTHING`,
+    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} IN (SELECT ${id} FROM ${t} WHERE ${e} <= :now LIMIT :limit)`,
   },
   mysql: {
     quote: (id) => `\`${id}\``,
@@ -49,8 +61,13 @@ const specs: Record<DialectName, DialectSpec> = {
     tableSuffix: ' ENGINE=InnoDB DEFAULT CHARSET=utf8mb4',
     // VALUES() is deprecated in MySQL 8.0.20 but is the only form MariaDB also accepts.
     upsertTail: (cols) => `ON DUPLICATE KEY UPDATE ${cols.map((c) => `${c} = VALUES(${c})`).join(', ')}`,
+    // Inside ON DUPLICATE KEY UPDATE a bare column is the existing row's value.
+    existing: (_table, column) => column,
     // MySQL has no CREATE INDEX IF NOT EXISTS (MariaDB does); indexes go inside CREATE TABLE instead.
     createIndex: () => '',
+    least: 'LEAST',
+    insertIgnore: (table, columns) => `INSERT IGNORE INTO ${table} ${columns}`,
+    pruneBatch: (t, e) => `DELETE FROM ${t} WHERE ${e} <= :now LIMIT :limit`,
   },
   sqlite: {
     quote: (id) => `"${id}"`,
@@ -58,7 +75,11 @@ const specs: Record<DialectName, DialectSpec> = {
     types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
     tableSuffix: '',
     upsertTail: (cols) => `ON CONFLICT ("id") DO UPDATE SET ${cols.map((c) => `${c} = excluded.${c}`).join(', ')}`,
+    existing: (table, column) => `${table}.${column}`,
     createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    least: 'MIN',
+    insertIgnore: (table, columns) => `INSERT OR IGNORE INTO ${table} ${columns}`,
+    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} IN (SELECT ${id} FROM ${t} WHERE ${e} <= :now LIMIT :limit)`,
   },
 };
 
@@ -68,6 +89,8 @@ export function objectNames(table: string) {
     primaryKey: `PK_${table}`,
     expiresIndex: `IDX_${table}_expires_at`,
     userIndex: `IDX_${table}_user_id`,
+    lease: `${table}_lease`,
+    leaseKey: `PK_${table}_lease`,
   };
 }
 
@@ -102,21 +125,33 @@ export function createTableStatements(dialect: DialectName, table: string): stri
     `  ${q('created_at')} ${t.time} NOT NULL`,
     `  ${q('updated_at')} ${t.time} NOT NULL`,
     `  ${q('user_id')} ${t.userId} NULL`,
+    `  ${q('version')} integer NOT NULL DEFAULT 0`,
     `  CONSTRAINT ${q(names.primaryKey)} PRIMARY KEY (${q('id')})`,
   ];
   if (dialect === 'mysql') {
     columns.push(`  INDEX ${q(names.expiresIndex)} (${q('expires_at')})`, `  INDEX ${q(names.userIndex)} (${q('user_id')})`);
   }
   const create = `CREATE TABLE IF NOT EXISTS ${q(table)} (\n${columns.join(',\n')}\n)${spec.tableSuffix}`;
+  // One row per background job ('prune'); whoever holds an unexpired lease runs it. A lease row works on
+  // every database, where advisory locks do not.
+  const lease =
+    `CREATE TABLE IF NOT EXISTS ${q(names.lease)} (\n` +
+    `  ${q('name')} varchar(64) NOT NULL,\n` +
+    `  ${q('holder')} varchar(64) NOT NULL,\n` +
+    `  ${q('expires_at')} ${t.time} NOT NULL,\n` +
+    `  CONSTRAINT ${q(names.leaseKey)} PRIMARY KEY (${q('name')})\n` +
+    `)${spec.tableSuffix}`;
   return [
     create,
     spec.createIndex(names.expiresIndex, table, 'expires_at'),
     spec.createIndex(names.userIndex, table, 'user_id'),
+    lease,
   ].filter(Boolean);
 }
 
-export function dropTableStatement(dialect: DialectName, table: string): string {
-  return `DROP TABLE IF EXISTS ${specs[dialect].quote(table)}`;
+export function dropTableStatements(dialect: DialectName, table: string): string[] {
+  const q = specs[dialect].quote;
+  return [`DROP TABLE IF EXISTS ${q(objectNames(table).lease)}`, `DROP TABLE IF EXISTS ${q(table)}`];
 }
 
 /** The shipped, human-readable form of the table definition (sql/<dialect>.sql and `print-sql`). */
@@ -137,6 +172,17 @@ export interface Statements {
   count: Statement;
   clear: Statement;
   destroyMany(count: number): Statement;
+  update: Statement;
+  versionOf: Statement;
+  listByUser: Statement;
+  destroyByUser: Statement;
+  destroyByUserExcept: Statement;
+  countByUser: Statement;
+  countExpired: Statement;
+  pruneBatch: Statement;
+  leaseCreate: Statement;
+  leaseAcquire: Statement;
+  leaseRelease: Statement;
 }
 
 export function compileStatements(dialect: DialectName, table: string): Statements {
@@ -156,6 +202,7 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
     return { sql, names };
   };
   const overwritten = ['data', 'expires_at', 'updated_at', 'user_id'].map(q);
+  const lease = q(objectNames(table).lease);
   const live = `${q('expires_at')} > :now`;
   return {
     // PostgreSQL looks the name up in the catalog (resolved through search_path like every other statement
@@ -166,15 +213,29 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
         ? `SELECT to_regclass('${t}') IS NOT NULL AS ${q('found')}`
         : `SELECT 1 FROM ${t} WHERE 1 = 0`,
     ),
-    get: compile(`SELECT ${q('data')}, ${q('expires_at')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`),
+    get: compile(
+      `SELECT ${q('data')}, ${q('expires_at')}, ${q('version')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`,
+    ),
+    // A new session (or a save the store cannot tie to a load): insert, or overwrite on a concurrent insert.
+    // The absolute lifetime caps the expiry at created_at + :absolute; on insert the caller caps it in JS.
     upsert: compile(
       `INSERT INTO ${t} (${['id', 'data', 'expires_at', 'created_at', 'updated_at', 'user_id'].map(q).join(', ')}) ` +
-        `VALUES (:id, :data, :expires, :now, :now, :userId) ${spec.upsertTail(overwritten)}`,
+        `VALUES (:id, :data, :expires, :now, :now, :userId) ${spec.upsertTail(overwritten)}, ` +
+        `${q('version')} = ${spec.existing(t, q('version'))} + 1`,
     ),
+    // A session loaded earlier in this request: update only the version that was loaded, and only while it
+    // lives. A row destroyed meanwhile (logout, revocation) is therefore never re-created.
+    update: compile(
+      `UPDATE ${t} SET ${q('data')} = :data, ` +
+        `${q('expires_at')} = ${spec.least}(:expires, ${q('created_at')} + :absolute), ` +
+        `${q('updated_at')} = :now, ${q('user_id')} = :userId, ${q('version')} = ${q('version')} + 1 ` +
+        `WHERE ${q('id')} = :id AND ${q('version')} = :version AND ${live}`,
+    ),
+    versionOf: compile(`SELECT ${q('version')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`),
     // The threshold condition makes a touch inside the throttle window a no-op in SQL too, not only in JS.
     touch: compile(
-      `UPDATE ${t} SET ${q('expires_at')} = :expires, ${q('updated_at')} = :now ` +
-        `WHERE ${q('id')} = :id AND ${live} AND ${q('expires_at')} < :threshold`,
+      `UPDATE ${t} SET ${q('expires_at')} = ${spec.least}(:expires, ${q('created_at')} + :absolute), ` +
+        `${q('updated_at')} = :now WHERE ${q('id')} = :id AND ${live} AND ${q('expires_at')} < :threshold`,
     ),
     destroy: compile(`DELETE FROM ${t} WHERE ${q('id')} = :id`),
     all: compile(`SELECT ${q('id')}, ${q('data')} FROM ${t} WHERE ${live}`),
@@ -183,6 +244,28 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
     clear: compile(`DELETE FROM ${t}`),
     destroyMany: (count) =>
       compile(`DELETE FROM ${t} WHERE ${q('id')} IN (${Array.from({ length: count }, (_, i) => `:id${i}`).join(', ')})`),
+    listByUser: compile(
+      `SELECT ${['id', 'data', 'created_at', 'updated_at', 'expires_at'].map(q).join(', ')} FROM ${t} ` +
+        `WHERE ${q('user_id')} = :userId AND ${live} ORDER BY ${q('updated_at')} DESC`,
+    ),
+    destroyByUser: compile(`DELETE FROM ${t} WHERE ${q('user_id')} = :userId`),
+    destroyByUserExcept: compile(`DELETE FROM ${t} WHERE ${q('user_id')} = :userId AND ${q('id')} <> :except`),
+    countByUser: compile(
+      `SELECT ${q('user_id')}, COUNT(*) AS ${q('n')} FROM ${t} WHERE ${live} AND ${q('user_id')} IS NOT NULL ` +
+        `GROUP BY ${q('user_id')} ORDER BY ${q('n')} DESC LIMIT :limit`,
+    ),
+    countExpired: compile(`SELECT COUNT(*) AS ${q('n')} FROM ${t} WHERE ${q('expires_at')} <= :now`),
+    pruneBatch: compile(spec.pruneBatch(t, q('expires_at'), q('id'))),
+    leaseCreate: compile(
+      spec.insertIgnore(lease, `(${q('name')}, ${q('holder')}, ${q('expires_at')}) VALUES (:name, '', 0)`),
+    ),
+    leaseAcquire: compile(
+      `UPDATE ${lease} SET ${q('holder')} = :holder, ${q('expires_at')} = :until ` +
+        `WHERE ${q('name')} = :name AND (${q('expires_at')} < :now OR ${q('holder')} = :holder)`,
+    ),
+    leaseRelease: compile(
+      `UPDATE ${lease} SET ${q('expires_at')} = 0 WHERE ${q('name')} = :name AND ${q('holder')} = :holder`,
+    ),
   };
 }
 

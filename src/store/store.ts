@@ -4,6 +4,7 @@ import createDebug from 'debug';
 import { settle, type Callback } from '../callback.js';
 import {
   DataSourceNotInitializedError,
+  SessionConflictError,
   SessionDecodeError,
   StoreClosedError,
   StoreQueryError,
@@ -14,6 +15,7 @@ import { sessionEntity } from './entity.js';
 import { registerEntity } from './register.js';
 import { bind, compileStatements, dialectFor, type DialectName, type Params, type Statement, type Statements } from './sql.js';
 import { ensureTable } from './table.js';
+import { PruneTimer, pruneInBatches } from './pruner.js';
 import { scopeOf } from '../unit-of-work/request-scope.js';
 import { digest, expiryOf, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
@@ -36,6 +38,7 @@ export class TypeormSessionStore extends Store {
   private readonly registration: Promise<void>;
   private readiness: Promise<void> | undefined;
   private readonly loaded = new WeakMap<object, LoadedState>();
+  private readonly pruner: PruneTimer | undefined;
   private closed = false;
 
   constructor(options: StoreOptions) {
@@ -55,6 +58,17 @@ export class TypeormSessionStore extends Store {
     this.registration = registerEntity(dataSource, sessionEntity({ tableName }));
     // Awaited in ready(); a rejection here must not surface as unhandled before that.
     this.registration.catch(() => undefined);
+    const { pruneIntervalMs } = this.options;
+    this.pruner =
+      pruneIntervalMs === undefined
+        ? undefined
+        : new PruneTimer(pruneIntervalMs, () => this.pruneExpired(), (err) =>
+            this.report(
+              err instanceof TypeormSessionError
+                ? err
+                : new StoreQueryError('typeorm-session: background prune failed', { cause: err }),
+            ),
+          );
   }
 
   get dataSource(): DataSource {
@@ -114,7 +128,7 @@ export class TypeormSessionStore extends Store {
     return settle(this.readIds(), callback);
   }
 
-  /** Records what was loaded, so touch() can tell whether the stored expiry needs a write. */
+  /** Records what was loaded, so touch() can skip writes and save() can update only what it loaded. */
   override createSession(req: Parameters<Store['createSession']>[0], session: SessionData) {
     const created = super.createSession(req, session);
     const state = (session as StoredSession)[LOADED];
@@ -122,9 +136,94 @@ export class TypeormSessionStore extends Store {
     return created;
   }
 
-  /** Stops the store's background work. The DataSource belongs to the caller and stays open. */
+  /** Stops the background pruner (waiting for a prune in progress). The DataSource stays open: it is yours. */
   async close(): Promise<void> {
     this.closed = true;
+    await this.pruner?.stop();
+  }
+
+  /** The opaque handle of a session id, as listByUser(), all() and ids() show it. */
+  handleOf(sid: string): string {
+    return digest(sid);
+  }
+
+  // ---- users ---------------------------------------------------------------------------------------------
+
+  /** The live sessions of a user, most recently seen first: for "where you are signed in" pages. */
+  async listByUser(userId: string | number): Promise<SessionInfo[]> {
+    const { records } = await this.query('listByUser', this.statements.listByUser, {
+      userId: String(userId),
+      now: this.options.now(),
+    });
+    const sessions: SessionInfo[] = [];
+    for (const row of records as Array<{ id: string; data: string; created_at: unknown; updated_at: unknown; expires_at: unknown }>) {
+      const data = this.decode(row.id, row.data);
+      if (!data) continue;
+      sessions.push({
+        handle: row.id,
+        createdAt: new Date(Number(row.created_at)),
+        lastSeenAt: new Date(Number(row.updated_at)),
+        expiresAt: new Date(Number(row.expires_at)),
+        metadata: (data as unknown as Record<string, unknown>)[this.options.metadataField] ?? null,
+      });
+    }
+    return sessions;
+  }
+
+  /**
+   * Revokes every session of a user, or all but one (`except`: the current session's id, for "sign out
+   * other devices"). Returns how many were revoked.
+   */
+  async destroyByUser(userId: string | number, options: { except?: string } = {}): Promise<number> {
+    const values = { userId: String(userId), except: options.except === undefined ? undefined : digest(options.except) };
+    const statement = options.except === undefined ? this.statements.destroyByUser : this.statements.destroyByUserExcept;
+    return (await this.query('destroyByUser', statement, values)).affected;
+  }
+
+  /** Revokes one session by the handle listByUser() gave. Returns whether it existed. */
+  async destroyByHandle(handle: string): Promise<boolean> {
+    if (typeof handle !== 'string' || !/^[0-9a-f]{64}$/.test(handle)) {
+      throw new TypeError('typeorm-session: destroyByHandle() takes a handle from listByUser(), all() or ids()');
+    }
+    return (await this.query('destroyByHandle', this.statements.destroy, { id: handle })).affected > 0;
+  }
+
+  // ---- pruning -------------------------------------------------------------------------------------------
+
+  /**
+   * Deletes expired rows now, in batches of `pruneBatchSize`; returns how many. Returns 0 at once when
+   * another instance (any process sharing the table) is pruning.
+   */
+  async pruneExpired(options: { onProgress?: (deleted: number) => void } = {}): Promise<number> {
+    await this.ready();
+    const s = this.statements;
+    const name = 'prune';
+    return pruneInBatches(
+      {
+        createLease: async () => void (await this.query('lease', s.leaseCreate, { name })),
+        acquire: async (holder, now, until) =>
+          (await this.query('lease', s.leaseAcquire, { name, holder, now, until })).affected === 1,
+        release: async (holder) => void (await this.query('lease', s.leaseRelease, { name, holder })),
+        deleteBatch: async (now, limit) => (await this.query('prune', s.pruneBatch, { now, limit })).affected,
+      },
+      { batchSize: this.options.pruneBatchSize, now: this.options.now, onProgress: options.onProgress },
+    );
+  }
+
+  /** Counts for operators: live sessions, expired rows waiting for a prune, and the users with most sessions. */
+  async stats(options: { topUsers?: number } = {}): Promise<StoreStats> {
+    const now = this.options.now();
+    const [live, expired, users] = await Promise.all([
+      this.query('stats', this.statements.count, { now }),
+      this.query('stats', this.statements.countExpired, { now }),
+      this.query('stats', this.statements.countByUser, { now, limit: options.topUsers ?? 10 }),
+    ]);
+    const count = (r: QueryOutcome) => Number((r.records[0] as { n?: unknown } | undefined)?.n ?? 0);
+    return {
+      live: count(live),
+      expired: count(expired),
+      topUsers: (users.records as Array<{ user_id: string; n: unknown }>).map((r) => ({ userId: r.user_id, sessions: Number(r.n) })),
+    };
   }
 
   // ---- operations ----------------------------------------------------------------------------------------
@@ -132,48 +231,84 @@ export class TypeormSessionStore extends Store {
   private async read(sid: string): Promise<SessionData | null> {
     const handle = digest(sid);
     const now = this.options.now();
-    const rows = await this.query('get', this.statements.get, { id: handle, now });
-    const row = rows[0] as { data: string; expires_at: string | number } | undefined;
+    const { records } = await this.query('get', this.statements.get, { id: handle, now });
+    const row = records[0] as { data: string; expires_at: unknown; version: unknown } | undefined;
     if (!row) return null;
     const session = this.decode(handle, row.data);
     if (session) {
-      Object.defineProperty(session, LOADED, { value: { expiresAt: Number(row.expires_at) }, enumerable: false });
+      const state: LoadedState = { expiresAt: Number(row.expires_at), version: Number(row.version) };
+      Object.defineProperty(session, LOADED, { value: state, enumerable: false, configurable: true });
     }
     return session;
   }
 
   private async write(sid: string, session: SessionData): Promise<void> {
     const now = this.options.now();
-    await this.upsert(sid, session, expiryOf(session as SessionLike, now, this.options.ttlMs), now);
+    const expires = expiryOf(session as SessionLike, now, this.options.ttlMs);
+    await this.save(sid, session, expires, now, this.loaded.get(session));
   }
 
   /**
    * Saves `data` under `sid` with an explicit expiry (epoch ms), or the store's ttl when it is undefined.
-   * For adapters whose session library tracks expiry itself (koa-session's maxAge).
+   * For adapters whose session library tracks expiry itself (koa-session's maxAge). `loaded` is what
+   * getWithState() returned for this session in the same request, so the save cannot re-create a session
+   * destroyed meanwhile.
    */
-  async setWithExpiry(sid: string, data: object, expiresAt: number | undefined): Promise<void> {
+  async setWithExpiry(sid: string, data: object, expiresAt: number | undefined, loaded?: LoadedState): Promise<void> {
     const now = this.options.now();
-    await this.upsert(sid, data, expiresAt ?? now + this.options.ttlMs, now);
+    await this.save(sid, data, expiresAt ?? now + this.options.ttlMs, now, loaded);
   }
 
-  private async upsert(sid: string, session: object, expires: number, now: number): Promise<void> {
+  /** get(), plus the state a later setWithExpiry() needs; for adapters without express-session's createSession. */
+  async getWithState(sid: string): Promise<{ data: SessionData; loaded: LoadedState } | null> {
+    const data = (await this.read(sid)) as StoredSession | null;
+    return data ? { data, loaded: data[LOADED]! } : null;
+  }
+
+  private async save(sid: string, session: object, expires: number, now: number, loaded: LoadedState | undefined) {
     const values = {
       id: digest(sid),
       data: this.options.serializer.stringify(session),
-      expires,
+      expires: Math.min(expires, now + this.options.absoluteMs),
+      absolute: this.options.absoluteMs,
       now,
       userId: userIdOf(session as SessionLike, this.options.userIdPath),
+      version: loaded?.version,
     };
-    await this.query('set', this.statements.upsert, values, session);
+    if (!loaded) {
+      await this.query('set', this.statements.upsert, values, session);
+      return;
+    }
+    if ((await this.query('set', this.statements.update, values, session)).affected === 1) {
+      loaded.version += 1;
+      loaded.expiresAt = values.expires;
+      return;
+    }
+    // Nothing updated: the session is gone (destroyed, revoked, expired) or another request saved it first.
+    const { records } = await this.query('set', this.statements.versionOf, values, session);
+    const current = records[0] as { version: unknown } | undefined;
+    if (!current) {
+      debug('save of %s… dropped: the session was destroyed meanwhile', logTag(values.id));
+      return;
+    }
+    const conflict = new SessionConflictError(
+      `typeorm-session: session ${logTag(values.id)}… was saved by another request since this one loaded it ` +
+        `(version ${loaded.version}, now ${Number(current.version)})`,
+    );
+    if (this.options.onConflict === 'reject') throw conflict;
+    this.report(conflict);
+    loaded.version = Number(current.version);
+    await this.save(sid, session, expires, now, loaded);
   }
 
   private async extend(sid: string, session: SessionData): Promise<void> {
     const now = this.options.now();
-    const expires = expiryOf(session as SessionLike, now, this.options.ttlMs);
-    const window = Math.min(this.options.touchAfterMs, Math.max(0, (expires - now) / 10));
+    const expires = Math.min(expiryOf(session as SessionLike, now, this.options.ttlMs), now + this.options.absoluteMs);
+    const window = Math.floor(Math.min(this.options.touchAfterMs, Math.max(0, (expires - now) / 10)));
     const state = this.loaded.get(session);
     if (state && expires - state.expiresAt < window) return;
-    await this.query('touch', this.statements.touch, { id: digest(sid), expires, now, threshold: expires - window }, session);
+    const values = { id: digest(sid), expires, now, threshold: expires - window, absolute: this.options.absoluteMs };
+    await this.query('touch', this.statements.touch, values, session);
     if (state) state.expiresAt = expires;
   }
 
@@ -192,9 +327,9 @@ export class TypeormSessionStore extends Store {
   }
 
   private async readAll(): Promise<Record<string, SessionData>> {
-    const rows = await this.query('all', this.statements.all, { now: this.options.now() });
+    const { records } = await this.query('all', this.statements.all, { now: this.options.now() });
     const result: Record<string, SessionData> = {};
-    for (const row of rows as Array<{ id: string; data: string }>) {
+    for (const row of records as Array<{ id: string; data: string }>) {
       const session = this.decode(row.id, row.data);
       if (session) result[row.id] = session;
     }
@@ -202,13 +337,13 @@ export class TypeormSessionStore extends Store {
   }
 
   private async readIds(): Promise<string[]> {
-    const rows = await this.query('ids', this.statements.ids, { now: this.options.now() });
-    return (rows as Array<{ id: string }>).map((row) => row.id);
+    const { records } = await this.query('ids', this.statements.ids, { now: this.options.now() });
+    return (records as Array<{ id: string }>).map((row) => row.id);
   }
 
   private async countLive(): Promise<number> {
-    const rows = await this.query('length', this.statements.count, { now: this.options.now() });
-    return Number((rows[0] as { n: string | number } | undefined)?.n ?? 0);
+    const { records } = await this.query('length', this.statements.count, { now: this.options.now() });
+    return Number((records[0] as { n: string | number } | undefined)?.n ?? 0);
   }
 
   private async eraseAll(): Promise<void> {
@@ -248,9 +383,12 @@ export class TypeormSessionStore extends Store {
     if (!this.readiness) {
       const attempt = this.prepare();
       this.readiness = attempt;
-      attempt.catch(() => {
-        if (this.readiness === attempt) this.readiness = undefined;
-      });
+      attempt.then(
+        () => this.pruner?.start(),
+        () => {
+          if (this.readiness === attempt) this.readiness = undefined;
+        },
+      );
     }
     return this.readiness;
   }
@@ -270,7 +408,7 @@ export class TypeormSessionStore extends Store {
         table: tableName,
         createTable,
         existsSql: this.statements.exists.sql,
-        run: (sql) => this.runOnPool(sql, []),
+        run: async (sql) => (await this.runOnPool(sql, [])).records,
       });
     } catch (err) {
       if (err instanceof TypeormSessionError) throw err;
@@ -278,13 +416,13 @@ export class TypeormSessionStore extends Store {
     }
   }
 
-  private async runOnPool(sql: string, parameters: unknown[], runner?: QueryRunner): Promise<unknown[]> {
-    const queryRunner = runner ?? this.options.dataSource.createQueryRunner();
+  private async runOnPool(sql: string, parameters: unknown[]): Promise<QueryOutcome> {
+    const queryRunner = this.options.dataSource.createQueryRunner();
     try {
-      const result = await queryRunner.query(sql, parameters, true);
-      return (result as { records?: unknown[] }).records ?? [];
+      const result = (await queryRunner.query(sql, parameters, true)) as { records?: unknown[]; affected?: number };
+      return { records: result.records ?? [], affected: result.affected ?? 0 };
     } finally {
-      if (!runner) await queryRunner.release();
+      await queryRunner.release();
     }
   }
 
@@ -293,7 +431,7 @@ export class TypeormSessionStore extends Store {
    * commits or rolls back with the request's own writes. A session write made while the response is being
    * finished, in a request that will roll back, is skipped. Everything else runs on the pool as one statement.
    */
-  private async query(operation: string, statement: Statement, values: Params, session?: unknown): Promise<unknown[]> {
+  private async query(operation: string, statement: Statement, values: Params, session?: unknown): Promise<QueryOutcome> {
     await this.ready();
     const scope = scopeOf(session);
     const parameters = bind(statement, values);
@@ -305,7 +443,7 @@ export class TypeormSessionStore extends Store {
       if (scope && scope.ending && WRITES.has(operation) && !scope.willCommit()) {
         scope.sessionDiscarded = true;
         debug('%s skipped: the request is rolling back', operation);
-        return [];
+        return { records: [], affected: 0 };
       }
       return await this.runOnPool(statement.sql, parameters);
     } catch (cause) {
@@ -319,3 +457,26 @@ export class TypeormSessionStore extends Store {
 }
 
 const WRITES = new Set(['set', 'touch', 'destroy']);
+
+interface QueryOutcome {
+  records: unknown[];
+  affected: number;
+}
+
+/** One of a user's sessions, as listByUser() returns it. */
+export interface SessionInfo {
+  /** Opaque handle for destroyByHandle(); not the session id. */
+  handle: string;
+  createdAt: Date;
+  /** Last save or touch (accurate to `touchAfter`). */
+  lastSeenAt: Date;
+  expiresAt: Date;
+  /** The session's `metadataField` value (for example `{ userAgent, ip }` recorded at sign-in), or null. */
+  metadata: unknown;
+}
+
+export interface StoreStats {
+  live: number;
+  expired: number;
+  topUsers: Array<{ userId: string; sessions: number }>;
+}

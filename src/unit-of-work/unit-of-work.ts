@@ -57,9 +57,9 @@ export class UnitOfWork {
   }
 
   /** Runs a statement inside the transaction (opening it if needed); returns the rows. */
-  async query(sql: string, parameters: unknown[]): Promise<unknown[]> {
-    const result = await this.queryRunner().query(sql, parameters, true);
-    return (result as { records?: unknown[] }).records ?? [];
+  async query(sql: string, parameters: unknown[]): Promise<{ records: unknown[]; affected: number }> {
+    const result = (await this.queryRunner().query(sql, parameters, true)) as { records?: unknown[]; affected?: number };
+    return { records: result.records ?? [], affected: result.affected ?? 0 };
   }
 
   private queryRunner(): QueryRunner {
