@@ -1,12 +1,20 @@
 #!/usr/bin/env node
 import { dialectNames, tableSql, type DialectName } from './store/sql.js';
 import { assertTableName, DEFAULT_TABLE_NAME } from './store/entity.js';
+import { operate } from './cli-operations.js';
 
 const usage = `Usage: typeorm-session <command> [options]
 
 Commands:
   print-sql [--dialect postgres|mysql|sqlite] [--table sessions]
       Print the SQL that creates the session table (default dialect: postgres).
+  prune --url URL [--table sessions] [--batch-size 1000]
+      Delete expired sessions now, in batches, showing progress. Waits for no lease: prints 0 if another
+      instance is pruning.
+  stats --url URL [--table sessions]
+      Live sessions, expired rows awaiting a prune, and the users with most sessions.
+
+URL: postgres://user:pass@host:5432/db or mysql://user:pass@host:3306/db (or mariadb://).
 `;
 
 /**
@@ -31,9 +39,20 @@ function parseOptions(args: string[], known: readonly string[]): Map<string, str
   return values;
 }
 
-export function main(argv: string[], out: (text: string) => void, err: (text: string) => void): number {
+export function main(
+  argv: string[],
+  out: (text: string) => void,
+  err: (text: string) => void,
+): number | Promise<number> {
   const [command, ...args] = argv;
   try {
+    if (command === 'prune' || command === 'stats') {
+      const options = parseOptions(args, ['--url', '--table', '--batch-size']);
+      return operate(command, options, out, err).catch((e: Error) => {
+        err(`typeorm-session: ${e.message}${e.cause ? ` (${(e.cause as Error).message})` : ''}\n`);
+        return 1;
+      });
+    }
     if (command === 'print-sql') {
       const options = parseOptions(args, ['--dialect', '--table']);
       const dialect = (options.get('--dialect') ?? 'postgres') as DialectName;
@@ -61,6 +80,8 @@ export function main(argv: string[], out: (text: string) => void, err: (text: st
   }
 }
 
-if (typeof require !== "undefined" && require.main === module) {
-  process.exitCode = main(process.argv.slice(2), (t) => process.stdout.write(t), (t) => process.stderr.write(t));
+if (typeof require !== 'undefined' && require.main === module) {
+  void Promise.resolve(main(process.argv.slice(2), (t) => process.stdout.write(t), (t) => process.stderr.write(t))).then(
+    (code) => (process.exitCode = code),
+  );
 }

@@ -9,6 +9,7 @@ import { resolveTransactionOptions, type TransactionOptions } from '../transacti
 import { bindEmitter } from '../unit-of-work/context.js';
 import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
 import { forwardAsyncErrors } from './async-errors.js';
+import { CONTROL, type SessionControl } from './helpers.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
 import { ResponseGate, type Verdict } from './response-gate.js';
 
@@ -62,6 +63,8 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
   const session = expressSession({ ...(sessionOptions as unknown as SessionOptions), store });
   const report = reporter(options.onError, debug);
 
+  const control: SessionControl = { store, cookieName: options.name ?? 'connect.sid' };
+
   const middleware = function typeormSession(req: Request, res: ServerResponse, next: (err?: unknown) => void) {
     if (req[SCOPE] || req.sessionStore === store) {
       next(new MiddlewareOrderError('typeorm-session: the sessionStore middleware is mounted twice on this path'));
@@ -76,6 +79,7 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
       );
       return;
     }
+    (req as { [CONTROL]?: SessionControl })[CONTROL] = control;
     if (!transaction) {
       session(req as any, res as any, next);
       return;

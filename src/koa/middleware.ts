@@ -9,6 +9,7 @@ import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
 import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
+import { KOA_CONTROL } from './helpers.js';
 
 const debug = createDebug('typeorm-session:koa');
 
@@ -120,6 +121,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
 
   const middleware = async function typeormKoaSession(ctx: KoaContext, next: () => Promise<unknown>) {
     if (ctx.req[SCOPE]) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
+    (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 
     const scope = new RequestScope({ dataSource: store.dataSource, dialect: store.dialect, ...transaction }, () => ctx.status);

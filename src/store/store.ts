@@ -142,6 +142,11 @@ export class TypeormSessionStore extends Store {
     await this.pruner?.stop();
   }
 
+  /** Where sign-in helpers put the user id and the listing metadata in a session. */
+  get sessionFields(): { userIdPath: readonly string[]; metadataField: string } {
+    return { userIdPath: this.options.userIdPath, metadataField: this.options.metadataField };
+  }
+
   /** The opaque handle of a session id, as listByUser(), all() and ids() show it. */
   handleOf(sid: string): string {
     return digest(sid);
