@@ -111,7 +111,9 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
               cause: scope.sessionFailure,
             }),
           );
-          return { ok: false, status: 500 };
+          // A conflict says 409; anything else is the server's failure.
+          const status = (scope.sessionFailure as { status?: unknown }).status;
+          return { ok: false, status: typeof status === 'number' ? status : 500 };
         }
         const rolledBack = !committed && outcome === 'rolled back';
         return { ok: true, dropCookie: scope.sessionDiscarded || (rolledBack && scope.sessionJoined) };

@@ -137,7 +137,7 @@ export class ResponseGate {
     }
     // Nothing the handler set may suggest success: no Set-Cookie, no Location, no cache headers.
     for (const name of res.getHeaderNames()) res.removeHeader(name);
-    const body = status === 503 ? 'Service Unavailable' : 'Internal Server Error';
+    const body = status === 503 ? 'Service Unavailable' : status === 409 ? 'Conflict' : 'Internal Server Error';
     res.statusCode = status;
     this.realWriteHead.call(res, status, {
       'Content-Type': 'text/plain; charset=utf-8',

@@ -300,7 +300,12 @@ export class TypeormSessionStore extends Store {
       `typeorm-session: session ${logTag(values.id)}… was saved by another request since this one loaded it ` +
         `(version ${loaded.version}, now ${Number(current.version)})`,
     );
-    if (this.options.onConflict === 'reject') throw conflict;
+    if (this.options.onConflict === 'reject') {
+      // The request must not answer as if its session change had been kept.
+      const scope = scopeOf(session);
+      if (scope) scope.sessionFailure ??= conflict;
+      throw conflict;
+    }
     this.report(conflict);
     loaded.version = Number(current.version);
     await this.save(sid, session, expires, now, loaded);
