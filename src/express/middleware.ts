@@ -79,6 +79,12 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
       );
       return;
     }
+    if (!store.isReady) {
+      // The table check and creation run before the request's transaction can exist: on SQLite they would
+      // otherwise wait for the single connection that transaction holds.
+      store.ready().then(() => middleware(req, res, next), next);
+      return;
+    }
     (req as { [CONTROL]?: SessionControl })[CONTROL] = control;
     if (!transaction) {
       session(req as any, res as any, next);

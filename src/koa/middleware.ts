@@ -121,6 +121,8 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
 
   const middleware = async function typeormKoaSession(ctx: KoaContext, next: () => Promise<unknown>) {
     if (ctx.req[SCOPE]) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
+    // Before the request's transaction can exist (see the Express adapter).
+    if (!store.isReady) await store.ready();
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 

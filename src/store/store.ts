@@ -17,6 +17,7 @@ import { bind, compileStatements, dialectFor, type DialectName, type Params, typ
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { scopeOf } from '../unit-of-work/request-scope.js';
+import { withTurn } from '../unit-of-work/connection.js';
 import { digest, expiryOf, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
@@ -25,6 +26,9 @@ type StoredSession = SessionData & { [LOADED]?: LoadedState };
 
 // Deleting many ids binds one parameter each; chunks stay well under every driver's parameter limit.
 const DESTROY_CHUNK = 500;
+
+// How long a store statement waits for SQLite's single connection while a request transaction holds it.
+const SQLITE_TURN_TIMEOUT_MS = 10_000;
 
 /**
  * An express-session Store kept in a SQL table through TypeORM. Every method takes an optional callback and
@@ -40,6 +44,7 @@ export class TypeormSessionStore extends Store {
   private readonly loaded = new WeakMap<object, LoadedState>();
   private readonly pruner: PruneTimer | undefined;
   private closed = false;
+  private readyDone = false;
 
   constructor(options: StoreOptions) {
     super();
@@ -387,6 +392,11 @@ export class TypeormSessionStore extends Store {
     }
   }
 
+  /** True once ready() has succeeded. */
+  get isReady(): boolean {
+    return this.readyDone;
+  }
+
   /** Resolves once the entity is registered and the table exists; a failure is retried on the next call. */
   ready(): Promise<void> {
     if (this.closed) return Promise.reject(new StoreClosedError());
@@ -394,7 +404,10 @@ export class TypeormSessionStore extends Store {
       const attempt = this.prepare();
       this.readiness = attempt;
       attempt.then(
-        () => this.pruner?.start(),
+        () => {
+          this.readyDone = true;
+          this.pruner?.start();
+        },
         () => {
           if (this.readiness === attempt) this.readiness = undefined;
         },
@@ -427,13 +440,18 @@ export class TypeormSessionStore extends Store {
   }
 
   private async runOnPool(sql: string, parameters: unknown[]): Promise<QueryOutcome> {
-    const queryRunner = this.options.dataSource.createQueryRunner();
-    try {
-      const result = (await queryRunner.query(sql, parameters, true)) as { records?: unknown[]; affected?: number };
-      return { records: result.records ?? [], affected: result.affected ?? 0 };
-    } finally {
-      await queryRunner.release();
-    }
+    const { dataSource } = this.options;
+    // On SQLite this waits for any request transaction holding the single connection, so the statement
+    // never runs inside someone else's transaction.
+    return withTurn(dataSource, this.dialect, SQLITE_TURN_TIMEOUT_MS, async () => {
+      const queryRunner = dataSource.createQueryRunner();
+      try {
+        const result = (await queryRunner.query(sql, parameters, true)) as { records?: unknown[]; affected?: number };
+        return { records: result.records ?? [], affected: result.affected ?? 0 };
+      } finally {
+        await queryRunner.release();
+      }
+    });
   }
 
   /**

@@ -2,7 +2,7 @@ import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
 import { beginStatements, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
-import { acquire } from './acquire.js';
+import { giveBack, ownRunner, takeConnection } from './connection.js';
 
 const debug = createDebug('typeorm-session:transaction');
 
@@ -32,6 +32,7 @@ export class UnitOfWork {
   private state: State = 'idle';
   private readonly inflight = new Set<Promise<unknown>>();
   private savepoints = 0;
+  private connected = false;
   private connectionError: unknown;
   private ending: Promise<Outcome> | undefined;
 
@@ -67,7 +68,7 @@ export class UnitOfWork {
     if (this.closed) {
       throw new TransactionClosedError('typeorm-session: the request transaction has already ended');
     }
-    const runner = this.dataSource.createQueryRunner('master');
+    const runner = ownRunner(this.dataSource, this.dialect);
     const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = true;
     internal.transactionDepth = 1;
@@ -100,7 +101,8 @@ export class UnitOfWork {
 
   private async begin(): Promise<void> {
     const runner = this.runner!;
-    await acquire(runner, this.options.acquireTimeoutMs);
+    await takeConnection(runner, this.dataSource, this.dialect, this.options.acquireTimeoutMs);
+    this.connected = true;
     // Keep the connection's own error: after a backend is killed, TypeORM releases the runner and later
     // calls fail with "query runner already released", which hides the real cause (FIELD-NOTES 10).
     const connection = (runner as unknown as { databaseConnection?: { on?: Function } }).databaseConnection;
@@ -204,20 +206,12 @@ export class UnitOfWork {
   }
 
   private async release(runner: QueryRunner): Promise<void> {
-    const internal = runner as unknown as {
-      transactionDepth: number;
-      isTransactionActive: boolean;
-      releasePostgresConnection?: (err?: unknown) => Promise<void>;
-    };
+    const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = false;
     internal.transactionDepth = 0;
-    if (runner.isReleased) return;
     try {
-      if (this.brokenBy && typeof internal.releasePostgresConnection === 'function') {
-        await internal.releasePostgresConnection.call(runner, this.brokenBy);
-      } else {
-        await runner.release();
-      }
+      if (this.connected) await giveBack(runner, this.dataSource, this.dialect, this.brokenBy);
+      else if (!runner.isReleased && this.dialect !== 'sqlite') await runner.release();
     } catch (err) {
       debug('release failed: %O', err);
     }
