@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { DataSource, type DataSourceOptions, type Logger } from 'typeorm';
+import { createDialectDatabase, optionsForUrl, testDialect } from './dialect.js';
 
 const adminUrl = () => {
   const url = process.env.DATABASE_URL;
@@ -26,6 +27,7 @@ export interface TestDatabase {
 }
 
 export async function createTestDatabase(): Promise<TestDatabase> {
+  if (testDialect !== 'postgres') return createDialectDatabase();
   const name = `tsess_${randomBytes(6).toString('hex')}`;
   await admin((c) => c.query(`CREATE DATABASE ${name}`));
   const url = new URL(adminUrl());
@@ -59,7 +61,7 @@ export class QueryLog implements Logger {
 }
 
 export function dataSourceFor(url: string, extra: Partial<DataSourceOptions> = {}): DataSource {
-  return new DataSource({ type: 'postgres', url, ...extra } as DataSourceOptions);
+  return new DataSource({ ...optionsForUrl(url), ...extra } as DataSourceOptions);
 }
 
 export async function openDataSource(url: string, extra: Partial<DataSourceOptions> = {}): Promise<DataSource> {

