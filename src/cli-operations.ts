@@ -4,9 +4,12 @@ import { assertTableName, DEFAULT_TABLE_NAME } from './store/entity.js';
 
 /** The CLI's database commands: a DataSource from --url, a store on it with no background work. */
 function dataSourceFromUrl(url: string): DataSource {
+  if (url.startsWith('sqlite:')) {
+    return new DataSource({ type: 'better-sqlite3', database: url.slice('sqlite:'.length) } as DataSourceOptions);
+  }
   const scheme = /^([a-z]+):\/\//.exec(url)?.[1];
   const type = scheme === 'postgres' || scheme === 'postgresql' ? 'postgres' : scheme === 'mysql' || scheme === 'mariadb' ? scheme : undefined;
-  if (!type) throw new TypeError('--url must start with postgres://, postgresql://, mysql:// or mariadb://');
+  if (!type) throw new TypeError('--url must start with postgres://, postgresql://, mysql://, mariadb:// or sqlite:');
   return new DataSource({ type, url } as DataSourceOptions);
 }
 

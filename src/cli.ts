@@ -14,7 +14,7 @@ Commands:
   stats --url URL [--table sessions]
       Live sessions, expired rows awaiting a prune, and the users with most sessions.
 
-URL: postgres://user:pass@host:5432/db or mysql://user:pass@host:3306/db (or mariadb://).
+URL: postgres://user:pass@host:5432/db, mysql://user:pass@host:3306/db (or mariadb://), or sqlite:path/to/file.db.
 `;
 
 /**

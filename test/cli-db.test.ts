@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { main } from '../src/cli.js';
 import { TypeormSessionStore } from '../src/index.js';
 import { createTestDatabase, openDataSource, type TestDatabase } from './helpers/database.js';
+import { sql } from './helpers/dialect.js';
 
 let db: TestDatabase;
 let dataSource: DataSource;
@@ -29,7 +30,7 @@ test('stats and prune against a real table', async () => {
   }
   clock += 10_000;
   // The CLI reads the real clock; move the rows instead of the CLI's clock.
-  await dataSource.query(`UPDATE cli_ops SET expires_at = expires_at - 10000`);
+  await dataSource.query(sql(`UPDATE cli_ops SET expires_at = expires_at - 10000`));
 
   const stats = await run('stats', '--url', db.url, '--table', 'cli_ops');
   expect(stats.code).toBe(0);
@@ -39,8 +40,8 @@ test('stats and prune against a real table', async () => {
   const prune = await run('prune', '--url', db.url, '--table', 'cli_ops', '--batch-size', '30');
   expect(prune).toMatchObject({ code: 0 });
   expect(prune.out).toContain('pruned 100 expired sessions');
-  const [{ n }] = await dataSource.query('SELECT count(*)::int AS n FROM cli_ops');
-  expect(n).toBe(20);
+  const [{ n }] = await dataSource.query('SELECT COUNT(*) AS n FROM cli_ops');
+  expect(Number(n)).toBe(20);
   await store.close();
 });
 
