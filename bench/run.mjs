@@ -1,0 +1,669 @@
+// `npm run bench`: every store in its own server process (bench/server.mjs), the same autocannon load from
+// this process, one run. Prints req/s, p50 and p99 per scenario per store, database round trips per
+// request, ratios to the anchors and the issue's targets; writes .bench-results/latest.json.
+//
+// Environment:
+//   DATABASE_URL           use this PostgreSQL (a database "tsess_bench" is created on it and dropped after);
+//                          unset: an embedded PostgreSQL is started (examples/database.mjs)
+//   BENCH_DURATION         seconds measured per run (default 10)
+//   BENCH_WARMUP           seconds of unmeasured load before each run (default 2)
+//   BENCH_ONLY             comma-separated scenarios to run (read,write,login,db,nodb,prune,memory)
+//   BENCH_MEMORY_REQUESTS  requests in the memory check (default 200000)
+//   BENCH_STORES           comma-separated stores to run (see bench/stores.mjs), for quick checks
+//   BENCH_REF              measure the library as committed at this git ref instead of the working tree's src/
+//   BENCH_PRUNE=delete     prune with the plain batched DELETE even when the library has store.pruneExpired()
+// See bench/README.md for what each scenario and store is.
+import { fork, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { setTimeout as delay } from 'node:timers/promises';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { startDatabase } from '../examples/database.mjs';
+import { stores } from './stores.mjs';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SERVER = join(root, 'bench/server.mjs');
+const PRUNER = join(root, 'bench/pruner.mjs');
+const OUT = join(root, '.bench-results');
+
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const CONNECTIONS = 20;
+const SESSIONS = 1000;
+const EXPIRED_ROWS = 1_000_000;
+const MEMORY_REQUESTS = Number(process.env.BENCH_MEMORY_REQUESTS ?? 200_000);
+const STORES = process.env.BENCH_STORES ? new Set(process.env.BENCH_STORES.split(',').map((s) => s.trim())) : null;
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
+
+const sessionStores = ['memory', 'pg-simple', 'connect-typeorm', 'floor', 'ours-store', 'ours'];
+
+const log = (line = '') => process.stdout.write(`${line}\n`);
+const report = [];
+const out = (line = '') => {
+  report.push(line);
+  log(line);
+};
+
+// ---- processes -----------------------------------------------------------------------------------------------
+
+function startServer(store, scenario, env, { gc = false } = {}) {
+  const child = fork(SERVER, [store, scenario], {
+    env: { ...process.env, ...env },
+    execArgv: gc ? ['--expose-gc'] : [],
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+  });
+  // The server's stderr (warnings such as MaxListenersExceededWarning), kept per distinct line.
+  const stderrLines = new Map();
+  let partial = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk) => {
+    const lines = (partial + chunk).split('\n');
+    partial = lines.pop();
+    for (const line of lines) if (line.trim()) stderrLines.set(line, (stderrLines.get(line) ?? 0) + 1);
+  });
+  const pending = new Map();
+  let nextId = 1;
+  let exited = false;
+  const exit = once(child, 'exit').then(() => (exited = true));
+  const ready = new Promise((resolveReady, reject) => {
+    child.on('message', (msg) => {
+      if (msg.id && pending.has(msg.id)) {
+        pending.get(msg.id)(msg);
+        pending.delete(msg.id);
+      } else if (msg.type === 'ready') resolveReady(msg.port);
+      else if (msg.type === 'error') reject(new Error(`server ${store}: ${msg.message}`));
+    });
+    exit.then(() => reject(new Error(`server ${store} (${scenario}) exited with code ${child.exitCode}`)));
+  });
+  const call = (msg) =>
+    new Promise((resolveCall, reject) => {
+      if (exited) return reject(new Error(`server ${store} has exited`));
+      const id = nextId++;
+      pending.set(id, resolveCall);
+      child.send({ ...msg, id });
+    });
+  return {
+    ready,
+    call,
+    stderr: () => [...stderrLines].filter(([line]) => !line.startsWith('(Use `node --trace-warnings')).map(([line, n]) => (n > 1 ? `${line} (x${n})` : line)),
+    async close() {
+      if (exited) return;
+      await Promise.race([call({ type: 'close' }).catch(() => undefined), delay(10_000)]);
+      await Promise.race([exit, delay(5_000)]);
+      if (!exited) {
+        child.kill('SIGKILL');
+        await exit;
+      }
+    },
+  };
+}
+
+// ---- load ----------------------------------------------------------------------------------------------------
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
+}
+
+/** Runs autocannon against the server; latencies of 2xx responses are kept at full (sub-ms) precision. */
+async function load(port, requests, { duration, amount, stopWhen } = {}) {
+  let latencies = new Float64Array(1 << 16);
+  let count = 0;
+  const instance = autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: CONNECTIONS,
+    ...(amount ? { amount } : { duration }),
+    requests,
+    timeout: 30,
+  });
+  instance.on('response', (client, statusCode, bytes, responseTime) => {
+    if (statusCode < 200 || statusCode >= 300) return;
+    if (count === latencies.length) {
+      const bigger = new Float64Array(latencies.length * 2);
+      bigger.set(latencies);
+      latencies = bigger;
+    }
+    latencies[count++] = responseTime;
+  });
+  stopWhen?.then(() => instance.stop());
+  const result = await instance;
+  const sorted = latencies.subarray(0, count).sort();
+  const seconds = result.duration;
+  return {
+    rps: result.requests.total / seconds,
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    requests: result.requests.total,
+    seconds,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes: result.statusCodeStats,
+  };
+}
+
+function cookieCycler(cookies) {
+  let i = 0;
+  return (req) => ({ ...req, headers: { ...req.headers, cookie: cookies[i++ % cookies.length] } });
+}
+
+const POST = { method: 'POST', headers: { 'content-length': '0' } };
+const requestsFor = {
+  read: (cookies) => [{ method: 'GET', path: '/read', setupRequest: cookieCycler(cookies) }],
+  write: (cookies) => [{ ...POST, path: '/write', setupRequest: cookieCycler(cookies) }],
+  login: () => [{ ...POST, path: '/login' }],
+  db: () => [{ method: 'GET', path: '/db' }],
+  nodb: () => [{ method: 'GET', path: '/nodb' }],
+  mixed: (cookies) => [
+    { method: 'GET', path: '/read', setupRequest: cookieCycler(cookies) },
+    { ...POST, path: '/write', setupRequest: cookieCycler(cookies) },
+    { ...POST, path: '/login' },
+    { method: 'GET', path: '/db' },
+    { method: 'GET', path: '/nodb' },
+  ],
+};
+
+/** Logs in SESSIONS times over HTTP; returns the session cookies. */
+async function seed(port, n = SESSIONS) {
+  const cookies = [];
+  let started = 0;
+  const worker = async () => {
+    while (started < n) {
+      started++;
+      const res = await fetch(`http://127.0.0.1:${port}/login`, { method: 'POST' });
+      const body = await res.text();
+      if (res.status !== 200) throw new Error(`seeding: POST /login answered ${res.status}: ${body}`);
+      const cookie = res.headers.getSetCookie().find((c) => c.startsWith('connect.sid='));
+      if (!cookie) throw new Error('seeding: POST /login set no session cookie');
+      cookies.push(cookie.split(';')[0]);
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECTIONS }, worker));
+  const check = await fetch(`http://127.0.0.1:${port}/read`, { headers: { cookie: cookies[0] } });
+  if (check.status !== 200) throw new Error(`seeding: a seeded session does not read back (${check.status})`);
+  return cookies;
+}
+
+// ---- database ------------------------------------------------------------------------------------------------
+
+async function admin(url, work) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function createBenchDatabase(url) {
+  const name = 'tsess_bench';
+  try {
+    await admin(url, async (c) => {
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.query(`CREATE DATABASE ${name}`);
+    });
+  } catch (err) {
+    log(`(could not create database ${name}: ${err.message}; using the given database)`);
+    return { url, drop: async () => {} };
+  }
+  const own = new URL(url);
+  own.pathname = `/${name}`;
+  return { url: own.toString(), drop: () => admin(url, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) };
+}
+
+async function freshTable(url, store) {
+  const table = stores[store].table;
+  if (!table) return;
+  await admin(url, async (c) => {
+    await c.query(`DROP TABLE IF EXISTS "${table}_lease"`);
+    await c.query(`DROP TABLE IF EXISTS "${table}"`);
+  });
+}
+
+// ---- runs ----------------------------------------------------------------------------------------------------
+
+const results = { runs: [], prune: null, memory: null, serverStderr: {} };
+const fmt = (n, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-';
+
+function perRequest(stats, requests) {
+  const n = Math.max(requests, 1);
+  const kinds = Object.entries(stats.kinds)
+    .sort((a, b) => b[1] - a[1])
+    .map(([kind, count]) => `${kind} ${(count / n).toFixed(2)}`)
+    .join(', ');
+  return { queriesPerRequest: stats.queries / n, kinds, cpuMicrosPerRequest: stats.cpuMicros / n };
+}
+
+function describe(run) {
+  const problems = [];
+  if (run.non2xx) problems.push(`${run.non2xx} non-2xx`);
+  if (run.errors) problems.push(`${run.errors} errors`);
+  if (run.timeouts) problems.push(`${run.timeouts} timeouts`);
+  if (run.serverErrors) problems.push(`server: ${run.serverErrors} handler errors`);
+  return problems.join(', ');
+}
+
+async function measureStore(ctx, scenario, store) {
+  await freshTable(ctx.url, store);
+  const server = startServer(store, scenario, ctx.env);
+  try {
+    const port = await server.ready;
+    const cookies = ['read', 'write'].includes(scenario) ? await seed(port) : [];
+    await admin(ctx.url, (c) => c.query('CHECKPOINT'));
+    const requests = requestsFor[scenario](cookies);
+    if (WARMUP > 0) await load(port, requests, { duration: WARMUP });
+    await server.call({ type: 'reset' });
+    const measured = await load(port, requests, { duration: DURATION });
+    const stats = await server.call({ type: 'stats' });
+    const run = {
+      scenario,
+      store,
+      label: stores[store].label,
+      ...measured,
+      serverRequests: stats.requests,
+      serverErrors: stats.errors,
+      lastServerError: stats.lastError,
+      ...perRequest(stats, stats.requests),
+    };
+    results.runs.push(run);
+    const problems = describe(run);
+    log(
+      `  ${scenario.padEnd(6)} ${run.label.padEnd(46)} ${fmt(run.rps).padStart(7)} req/s  p50 ${fmt(run.p50, 2).padStart(6)} ms` +
+        `  p99 ${fmt(run.p99, 2).padStart(6)} ms  ${run.queriesPerRequest.toFixed(2)} queries/req  ${fmt(run.cpuMicrosPerRequest).padStart(5)} µs CPU/req` +
+        `${problems ? `  !! ${problems}` : ''}`,
+    );
+    if (run.lastServerError) log(`         last server error: ${run.lastServerError.split('\n')[0]}`);
+    return run;
+  } finally {
+    await server.close();
+    noteStderr(`${scenario}/${store}`, server.stderr());
+  }
+}
+
+/** Server stderr lines, printed once per run and kept in the results. */
+function noteStderr(name, lines) {
+  if (!lines.length) return;
+  results.serverStderr[name] = lines;
+  for (const line of lines.slice(0, 3)) log(`         [${name} stderr] ${line}`);
+  if (lines.length > 3) log(`         [${name} stderr] ... ${lines.length - 3} more distinct lines`);
+}
+
+async function pruneScenario(ctx) {
+  await freshTable(ctx.url, 'ours');
+  const server = startServer('ours', 'prune', ctx.env);
+  try {
+    const port = await server.ready;
+    const cookies = await seed(port);
+    const now = Date.now();
+    log(`  prune  inserting ${fmt(EXPIRED_ROWS)} expired rows (one INSERT ... SELECT generate_series) ...`);
+    const t0 = Date.now();
+    await admin(ctx.url, async (c) => {
+      await c.query(
+        'INSERT INTO sessions (id, data, expires_at, created_at, updated_at, user_id) ' +
+          `SELECT encode(sha256(('expired-' || g)::bytea), 'hex'), '{"cookie":{"originalMaxAge":86400000},"userId":"gone"}', ` +
+          `$1::bigint - 3600000 - g, $1::bigint - 90000000, $1::bigint - 90000000, NULL FROM generate_series(1, ${EXPIRED_ROWS}) g`,
+        [now],
+      );
+      await c.query('VACUUM ANALYZE sessions');
+      await c.query('CHECKPOINT');
+    });
+    const insertMs = Date.now() - t0;
+    const requests = requestsFor.read(cookies);
+    if (WARMUP > 0) await load(port, requests, { duration: WARMUP });
+
+    await server.call({ type: 'reset' });
+    const quiet = await load(port, requests, { duration: DURATION });
+    const quietStats = await server.call({ type: 'stats' });
+
+    const pruner = fork(PRUNER, [], { env: { ...process.env, ...ctx.env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const state = { mode: null, deleted: 0, doneMs: null, error: null };
+    let markStarted;
+    const started = new Promise((r) => (markStarted = r));
+    let markDone;
+    const done = new Promise((r) => (markDone = r));
+    pruner.on('message', (msg) => {
+      if (msg.type === 'started') {
+        state.mode = msg.mode;
+        markStarted();
+      } else if (msg.type === 'progress') state.deleted = msg.deleted;
+      else if (msg.type === 'done') {
+        state.deleted = msg.deleted;
+        state.doneMs = msg.ms;
+        markDone();
+      } else if (msg.type === 'error') {
+        state.error = msg.message;
+        markStarted();
+        markDone();
+      }
+    });
+    pruner.once('exit', () => {
+      markStarted();
+      markDone();
+    });
+    await started;
+    if (state.error) throw new Error(`pruner: ${state.error}`);
+    await server.call({ type: 'reset' });
+    const windowStart = Date.now();
+    // Measured while the prune runs: for DURATION seconds, or until the prune ends if it ends sooner.
+    const during = await load(port, requests, { duration: DURATION, stopWhen: done });
+    const windowMs = Date.now() - windowStart;
+    const duringStats = await server.call({ type: 'stats' });
+    const deletedInWindow = state.deleted;
+    // The measurement is over: stop the pruner rather than wait for the rest of the million rows.
+    const finished = state.doneMs !== null;
+    if (pruner.exitCode === null) {
+      pruner.kill('SIGKILL');
+      await once(pruner, 'exit');
+    }
+    await admin(ctx.url, (c) =>
+      c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tsess-bench-pruner'"),
+    );
+    if (state.error) throw new Error(`pruner: ${state.error}`);
+    const rowsPerSecond = deletedInWindow / (windowMs / 1000);
+    results.prune = {
+      mode: state.mode,
+      expiredRows: EXPIRED_ROWS,
+      insertMs,
+      quiet: { ...quiet, ...perRequest(quietStats, quietStats.requests) },
+      during: { ...during, ...perRequest(duringStats, duringStats.requests) },
+      windowMs,
+      deletedInWindow,
+      finished,
+      pruneMs: finished ? state.doneMs : null,
+      rowsPerSecond,
+      p99Ratio: during.p99 / quiet.p99,
+    };
+    const p = results.prune;
+    log(`  prune  pruner: ${p.mode}`);
+    log(`  prune  reads, no prune:     ${fmt(quiet.rps)} req/s  p50 ${fmt(quiet.p50, 2)} ms  p99 ${fmt(quiet.p99, 2)} ms ${describe(quiet)}`);
+    log(
+      `  prune  reads, during prune: ${fmt(during.rps)} req/s  p50 ${fmt(during.p50, 2)} ms  p99 ${fmt(during.p99, 2)} ms ` +
+        `(window ${fmt(windowMs / 1000, 1)} s, ${fmt(deletedInWindow)} rows deleted in it) ${describe(during)}`,
+    );
+    log(
+      p.finished
+        ? `  prune  the prune finished: ${fmt(p.deletedInWindow)} rows in ${fmt(p.pruneMs / 1000, 1)} s`
+        : `  prune  prune rate ${fmt(p.rowsPerSecond)} rows/s (a million rows in about ${fmt(EXPIRED_ROWS / p.rowsPerSecond, 0)} s); stopped after the window`,
+    );
+  } finally {
+    await server.close();
+    noteStderr('prune/ours', server.stderr());
+  }
+}
+
+async function memoryScenario(ctx) {
+  await freshTable(ctx.url, 'ours');
+  const server = startServer('ours', 'memory', ctx.env, { gc: true });
+  try {
+    const port = await server.ready;
+    const cookies = await seed(port);
+    const requests = requestsFor.mixed(cookies);
+    await load(port, requests, { duration: Math.max(WARMUP, 3) });
+    const before = await server.call({ type: 'stats', gc: true });
+    await server.call({ type: 'reset' });
+    log(`  memory ${fmt(MEMORY_REQUESTS)} requests (read, write, login, one req.db query, no-db route, in turn) ...`);
+    const run = await load(port, requests, { amount: MEMORY_REQUESTS });
+    const after = await server.call({ type: 'stats', gc: true });
+    results.memory = {
+      requests: run.requests,
+      seconds: run.seconds,
+      rps: run.rps,
+      problems: describe(run),
+      rssBefore: before.rss,
+      rssAfter: after.rss,
+      heapBefore: before.heapUsed,
+      heapAfter: after.heapUsed,
+      ...perRequest(after, after.requests),
+    };
+    const m = results.memory;
+    const mb = (b) => `${(b / 1048576).toFixed(1)} MB`;
+    log(
+      `  memory RSS ${mb(m.rssBefore)} -> ${mb(m.rssAfter)} (${mb(m.rssAfter - m.rssBefore)}), heap after GC ${mb(m.heapBefore)} -> ` +
+        `${mb(m.heapAfter)} (${mb(m.heapAfter - m.heapBefore)}), ${fmt(m.requests)} requests in ${fmt(m.seconds, 1)} s ${m.problems}`,
+    );
+  } finally {
+    await server.close();
+    noteStderr('memory/ours', server.stderr());
+  }
+}
+
+// ---- report --------------------------------------------------------------------------------------------------
+
+function find(scenario, store) {
+  return results.runs.find((r) => r.scenario === scenario && r.store === store);
+}
+
+function ratio(scenario, ours, anchor) {
+  const a = find(scenario, ours);
+  const b = find(scenario, anchor);
+  return a && b ? a.rps / b.rps : NaN;
+}
+
+/** Fixed-width columns; `align` has one letter per column, l or r. */
+function table(rows, align) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) =>
+    r
+      .map((cell, i) => (align[i] === 'r' ? String(cell).padStart(widths[i]) : String(cell).padEnd(widths[i])))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+function printReport(meta) {
+  out();
+  out(`== typeorm-session bench: ${meta.date}`);
+  out(
+    `node ${meta.node}, ${meta.cpus} x ${meta.cpuModel}, PostgreSQL ${meta.postgres} (${meta.database}); ` +
+      `${CONNECTIONS} connections, ${DURATION} s per run after ${WARMUP} s warm-up; library: ${meta.library}`,
+  );
+  out();
+  const rows = [['scenario', 'store', 'req/s', 'p50 ms', 'p99 ms', 'server CPU µs/req', 'queries/req', 'by kind', 'failures']];
+  for (const r of results.runs) {
+    rows.push([
+      r.scenario, r.label, fmt(r.rps), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.cpuMicrosPerRequest), r.queriesPerRequest.toFixed(2),
+      r.kinds || '-', describe(r) || '-',
+    ]);
+  }
+  for (const line of table(rows, 'llrrrrrll')) out(line);
+
+  const anchors = [
+    ['memory', 'MemoryStore'],
+    ['pg-simple', 'connect-pg-simple'],
+    ['connect-typeorm', 'connect-typeorm'],
+    ['floor', 'floor'],
+  ];
+  const ratioRows = [['scenario', 'ours (req/s ratio)', ...anchors.map(([, name]) => `/ ${name}`)]];
+  for (const scenario of ['read', 'write', 'login']) {
+    for (const ours of ['ours', 'ours-store']) {
+      if (!find(scenario, ours)) continue;
+      ratioRows.push([scenario, stores[ours].label, ...anchors.map(([a]) => `${fmt(ratio(scenario, ours, a), 2)}x`)]);
+    }
+  }
+  if (ratioRows.length > 1) {
+    out();
+    for (const line of table(ratioRows, 'llrrrr')) out(line);
+  }
+  const other = [];
+  if (find('db', 'ours')) {
+    other.push(['db', 'req.db / hand-written QueryRunner transaction', `${fmt(ratio('db', 'ours', 'handwritten-qr'), 2)}x`]);
+    other.push(['db', 'req.db / dataSource.query() (no transaction)', `${fmt(ratio('db', 'ours', 'datasource-query'), 2)}x`]);
+  }
+  if (find('nodb', 'ours')) {
+    other.push(['nodb', 'sessionStore() / no session middleware', `${fmt(ratio('nodb', 'ours', 'none'), 2)}x`]);
+    other.push(['nodb', 'express-session + MemoryStore / no session middleware', `${fmt(ratio('nodb', 'memory', 'none'), 2)}x`]);
+    other.push(['nodb', 'sessionStore() / express-session + TypeormSessionStore', `${fmt(ratio('nodb', 'ours', 'ours-store'), 2)}x`]);
+  }
+  if (results.prune) {
+    const p = results.prune;
+    other.push(['prune', 'p99 during prune / p99 without', `${fmt(p.p99Ratio, 2)}x`]);
+  }
+  if (other.length) {
+    out();
+    for (const line of table([['scenario', 'comparison', 'ratio'], ...other], 'llr')) out(line);
+  }
+  if (results.prune) {
+    const p = results.prune;
+    out();
+    out(`prune: ${fmt(p.expiredRows)} expired rows; pruner: ${p.mode}`);
+    out(
+      `  reads without prune ${fmt(p.quiet.rps)} req/s p99 ${fmt(p.quiet.p99, 2)} ms; during prune ${fmt(p.during.rps)} req/s ` +
+        `p99 ${fmt(p.during.p99, 2)} ms (window ${fmt(p.windowMs / 1000, 1)} s, ${fmt(p.deletedInWindow)} rows deleted in it, ` +
+        `${fmt(p.rowsPerSecond)} rows/s)`,
+    );
+  }
+  if (results.memory) {
+    const m = results.memory;
+    const mb = (b) => `${(b / 1048576).toFixed(1)} MB`;
+    out();
+    out(
+      `memory (sessionStore(), ${fmt(m.requests)} mixed requests, after GC): RSS ${mb(m.rssBefore)} -> ${mb(m.rssAfter)} ` +
+        `(growth ${mb(m.rssAfter - m.rssBefore)}); heap ${mb(m.heapBefore)} -> ${mb(m.heapAfter)} (growth ${mb(m.heapAfter - m.heapBefore)})`,
+    );
+  }
+
+  const targets = [];
+  const target = (name, value, goal, higherIsBetter = true) => {
+    if (!Number.isFinite(value)) return;
+    const met = higherIsBetter ? value >= goal : value <= goal;
+    targets.push({ name, value, goal, met });
+  };
+  target('read: sessionStore() >= 1.6x connect-pg-simple', ratio('read', 'ours', 'pg-simple'), 1.6);
+  target('read: sessionStore() >= 0.65x MemoryStore', ratio('read', 'ours', 'memory'), 0.65);
+  target('write: sessionStore() >= 1.15x connect-pg-simple', ratio('write', 'ours', 'pg-simple'), 1.15);
+  target('login: sessionStore() >= 1.15x connect-pg-simple', ratio('login', 'ours', 'pg-simple'), 1.15);
+  for (const s of ['read', 'write', 'login']) target(`${s}: sessionStore() >= 2.5x connect-typeorm`, ratio(s, 'ours', 'connect-typeorm'), 2.5);
+  target('no-db route: sessionStore() >= 0.97x without middleware', ratio('nodb', 'ours', 'none'), 0.97);
+  target('one query: req.db >= 0.9x hand-written QueryRunner transaction', ratio('db', 'ours', 'handwritten-qr'), 0.9);
+  if (results.prune) target('prune: p99 during prune <= 2x without', results.prune.p99Ratio, 2, false);
+  results.targets = targets;
+  if (targets.length) {
+    out();
+    const rowsT = [['target (issue 7)', 'measured', 'met']];
+    for (const t of targets) rowsT.push([t.name, `${fmt(t.value, 2)}x`, t.met ? 'yes' : 'NO']);
+    for (const line of table(rowsT, 'lrl')) out(line);
+    out(`${targets.filter((t) => t.met).length} of ${targets.length} targets met`);
+  }
+  const failed = results.runs.filter((r) => describe(r));
+  if (failed.length) out(`\n!! runs with failed requests (their numbers are not comparable): ${failed.map((r) => `${r.scenario}/${r.store}`).join(', ')}`);
+}
+
+// ---- the library under test ----------------------------------------------------------------------------------
+
+/**
+ * Compiles src/ (ESM) into .bench-results/lib, or the src/ of BENCH_REF when set. A private build: dist/ and
+ * sql/ are left alone, and nothing rebuilding dist/ during the run can change what is measured midway.
+ */
+function buildLibrary() {
+  const lib = join(OUT, 'lib');
+  rmSync(lib, { recursive: true, force: true });
+  mkdirSync(OUT, { recursive: true });
+  let project = join(root, 'tsconfig.esm.json');
+  let label;
+  const ref = process.env.BENCH_REF;
+  if (ref) {
+    const commit = git(['rev-parse', '--short', `${ref}^{commit}`]);
+    if (!commit) throw new Error(`BENCH_REF=${ref} is not a commit`);
+    const tree = join(OUT, 'ref');
+    rmSync(tree, { recursive: true, force: true });
+    mkdirSync(tree, { recursive: true });
+    const tar = execFileSync('git', ['archive', '--format=tar', commit, 'src', 'tsconfig.json', 'tsconfig.esm.json'], { cwd: root });
+    execFileSync('tar', ['-x', '-C', tree], { input: tar });
+    project = join(tree, 'tsconfig.esm.json');
+    label = `commit ${commit} (BENCH_REF=${ref})`;
+  } else {
+    const dirty = git(['status', '--porcelain', '--', 'src']) !== '';
+    label = `working tree at ${git(['rev-parse', '--short', 'HEAD']) || '?'}${dirty ? ' + uncommitted src/ changes' : ''}`;
+  }
+  log(`compiling the library (${label}) into .bench-results/lib ...`);
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  try {
+    execFileSync(process.execPath, [tsc, '-p', project, '--outDir', lib, '--declaration', 'false', '--sourceMap', 'false'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
+  } catch (err) {
+    // tsc still emits on type errors; a half-edited src/ that emitted is measured, with a warning.
+    if (!existsSync(join(lib, 'index.js'))) throw err;
+    log('!! tsc reported errors (above); measuring what it emitted');
+    label += ' (tsc reported errors)';
+  }
+  writeFileSync(join(lib, 'package.json'), '{ "type": "module" }\n');
+  return { entry: join(lib, 'index.js'), label };
+}
+
+// ---- main ----------------------------------------------------------------------------------------------------
+
+function git(args) {
+  try {
+    return execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '';
+  }
+}
+
+async function main() {
+  const t0 = Date.now();
+  const library = buildLibrary();
+  log(process.env.DATABASE_URL ? 'database: DATABASE_URL' : 'database: starting an embedded PostgreSQL ...');
+  const database = await startDatabase();
+  let bench;
+  try {
+    bench = await createBenchDatabase(database.url);
+    const ctx = { url: bench.url, env: { DATABASE_URL: bench.url, BENCH_LIB: library.entry } };
+    const postgres = await admin(bench.url, async (c) => (await c.query('SHOW server_version')).rows[0].server_version);
+    const meta = {
+      date: new Date().toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? '?',
+      memoryGB: Math.round(totalmem() / 2 ** 30),
+      postgres,
+      database: process.env.DATABASE_URL ? 'DATABASE_URL' : 'embedded, examples/database.mjs',
+      library: library.label,
+      duration: DURATION,
+      warmup: WARMUP,
+      connections: CONNECTIONS,
+      command: `${process.env.BENCH_DURATION ? `BENCH_DURATION=${DURATION} ` : ''}npm run bench`,
+    };
+    results.meta = meta;
+    log(`PostgreSQL ${postgres}; ${CONNECTIONS} connections, ${DURATION} s per run (+${WARMUP} s warm-up)`);
+
+    const plan = [
+      ['read', sessionStores],
+      ['write', sessionStores],
+      ['login', sessionStores],
+      ['db', ['ours', 'handwritten-qr', 'datasource-query']],
+      ['nodb', ['none', 'ours', 'memory', 'ours-store']],
+    ];
+    for (const [scenario, list] of plan) {
+      if (ONLY && !ONLY.has(scenario)) continue;
+      for (const store of list) if (!STORES || STORES.has(store)) await measureStore(ctx, scenario, store);
+    }
+    if (!ONLY || ONLY.has('prune')) await pruneScenario(ctx);
+    if (!ONLY || ONLY.has('memory')) await memoryScenario(ctx);
+
+    meta.totalSeconds = Math.round((Date.now() - t0) / 1000);
+    printReport(meta);
+    out(`\n(total ${meta.totalSeconds} s)`);
+    const json = JSON.stringify(results, null, 2);
+    writeFileSync(join(OUT, 'latest.json'), json);
+    writeFileSync(join(OUT, `bench-${meta.date.replace(/[:.]/g, '-')}.json`), json);
+    writeFileSync(join(OUT, 'latest.txt'), report.join('\n') + '\n');
+    log(`results: .bench-results/latest.json, .bench-results/latest.txt`);
+  } finally {
+    await bench?.drop().catch(() => undefined);
+    await database.stop();
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);
+  process.exitCode = 1;
+});
