@@ -21,7 +21,12 @@ export async function acquire(runner: QueryRunner, timeoutMs: number): Promise<v
     const winner = await Promise.race([connecting.then(() => 'connected' as const), timedOut]);
     if (winner === 'timeout') {
       connecting.then(
-        () => runner.release(),
+        () => {
+          // The unit of work usually releases the runner (on its 503) before this late connection arrives;
+          // TypeORM's release() is then a no-op and the connection would stay checked out forever.
+          (runner as { isReleased: boolean }).isReleased = false;
+          return runner.release();
+        },
         () => undefined,
       );
       throw new AcquireTimeoutError(

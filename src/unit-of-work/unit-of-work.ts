@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
@@ -35,6 +36,7 @@ export class UnitOfWork {
   private connected = false;
   private connectionError: unknown;
   private ending: Promise<Outcome> | undefined;
+  private detach: (() => void) | undefined;
 
   constructor(
     readonly dataSource: DataSource,
@@ -75,16 +77,36 @@ export class UnitOfWork {
     this.rawQuery = runner.query.bind(runner) as QueryFn;
     runner.query = ((sql: string, parameters?: unknown[], structured?: boolean) =>
       this.guardedQuery(sql, parameters, structured)) as QueryRunner['query'];
+    // EntityManager.query() and .transaction() check runner.isReleased before reaching runner.query, so once
+    // the runner is released they would fail with QueryRunnerProviderAlreadyReleasedError instead of the
+    // fence's TransactionClosedError, or, after the backend died, instead of the connection's real error.
+    const manager = runner.manager as unknown as Record<'query' | 'transaction', (...args: unknown[]) => Promise<unknown>>;
+    for (const method of ['query', 'transaction'] as const) {
+      const original = manager[method];
+      manager[method] = (...args: unknown[]) => {
+        if (this.closed) return Promise.reject(this.closedError(method === 'query' ? String(args[0]) : 'transaction()'));
+        if (runner.isReleased && this.connectionError !== undefined) return Promise.reject(this.connectionError);
+        return original.apply(manager, args);
+      };
+    }
     this.runner = runner;
     return runner;
   }
 
   private guardedQuery(sql: string, parameters?: unknown[], structured?: boolean): Promise<any> {
     if (this.closed) return Promise.reject(this.closedError(sql));
+    // withTransaction() may be a request's first use of the database: its SAVEPOINT arrives here before
+    // anything has read `manager`, so the runner begin() needs may not exist yet.
+    this.queryRunner();
     if (this.state === 'idle') this.state = 'open';
     const running = (async () => {
       await (this.begun ??= this.begin());
-      return this.rawQuery!(sql, parameters, structured);
+      try {
+        return await this.rawQuery!(sql, parameters, structured);
+      } catch (err) {
+        // After the backend died TypeORM answers "query runner already released": report the real cause.
+        throw this.realCause(err);
+      }
     })();
     this.inflight.add(running);
     const forget = () => this.inflight.delete(running);
@@ -107,7 +129,14 @@ export class UnitOfWork {
     // calls fail with "query runner already released", which hides the real cause (FIELD-NOTES 10).
     const connection = (runner as unknown as { databaseConnection?: { on?: Function } }).databaseConnection;
     if (typeof connection?.on === 'function') {
-      connection.on('error', (err: unknown) => (this.connectionError ??= err));
+      const onError = (err: unknown) => (this.connectionError ??= err);
+      connection.on('error', onError);
+      // The connection outlives this request in the pool: without this, every request would leave one more
+      // listener (holding this whole unit of work) on it. A connection that failed keeps the listener, so a
+      // later error event on the discarded client still has a listener and cannot crash the process.
+      this.detach = () => {
+        if (this.connectionError === undefined) (connection as unknown as EventEmitter).removeListener('error', onError);
+      };
     }
     for (const statement of beginStatements(this.dialect, this.options.isolationLevel)) {
       await this.rawQuery!(statement);
@@ -209,6 +238,7 @@ export class UnitOfWork {
     const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = false;
     internal.transactionDepth = 0;
+    this.detach?.();
     try {
       if (this.connected) await giveBack(runner, this.dataSource, this.dialect, this.brokenBy);
       else if (!runner.isReleased && this.dialect !== 'sqlite') await runner.release();
