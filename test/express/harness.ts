@@ -1,0 +1,252 @@
+/**
+ * Shared setup for the Express suites: one real PostgreSQL database per test file, DataSources whose pools are
+ * checked after every test, raw HTTP helpers that observe a response byte by byte, and small async tools.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { DataSource, DataSourceOptions } from 'typeorm';
+import express from 'express';
+import { sessionStore, type SessionStoreOptions, type SessionStoreMiddleware } from '../../src/index.js';
+import { admin, createTestDatabase, openDataSource, QueryLog, type TestDatabase } from '../helpers/database.js';
+import { pool } from '../helpers/app.js';
+import { destroyFully } from '../helpers/pool.js';
+
+export { express };
+/** The Express major under test (jest maps `express` to express 4 when EXPRESS_VERSION=4). */
+export const EXPRESS_MAJOR = process.env.EXPRESS_VERSION === '4' ? 4 : 5;
+
+export interface Deferred<T = void> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Polls `check` until it returns true, for at most `timeoutMs`; returns whether it did. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(10);
+  }
+}
+
+/** Fails with `label` when `promise` has not settled within `ms` (a bounded wait, never a timing assertion). */
+export function within<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms: ${label}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export interface Context {
+  db: TestDatabase;
+  /** The file's main DataSource (logs every statement into `log`). */
+  ds: DataSource;
+  log: QueryLog;
+  /** Another DataSource on the same database; its pool is checked after each test and it is destroyed after the file. */
+  open(options?: Partial<DataSourceOptions>): Promise<DataSource>;
+  /** Runs SQL on a fresh connection that is not part of any pool under test. */
+  sql<R = any>(text: string, params?: unknown[]): Promise<R[]>;
+  /** An app with sessionStore() mounted (closed after the test), then the test's routes. */
+  app(routes: (app: express.Express) => void, options?: Partial<SessionStoreOptions>, dataSource?: DataSource): express.Express;
+  /** Starts `app` on an ephemeral port; closed after the test. */
+  listen(app: express.Express | http.RequestListener): Promise<number>;
+}
+
+/**
+ * Registers the hooks of one test file. `schema` runs once on the new database; `tables` are emptied after each
+ * test. After every test: every pool opened here is fully idle, and no connection to the database is
+ * 'idle in transaction'.
+ */
+export function useDatabase(schema: string[], tables: string[] = [], mainOptions: Partial<DataSourceOptions> = {}): Context {
+  const dataSources: DataSource[] = [];
+  const servers: http.Server[] = [];
+  const middlewares: SessionStoreMiddleware[] = [];
+  const log = new QueryLog();
+  const ctx = { log } as Context;
+
+  ctx.open = async (options = {}) => {
+    const ds = await openDataSource(ctx.db.url, options);
+    dataSources.push(ds);
+    return ds;
+  };
+  ctx.sql = (text, params = []) => admin(async (c) => (await c.query(text, params)).rows, ctx.db.url);
+  ctx.app = (routes, options = {}, dataSource = ctx.ds) => {
+    const app = express();
+    const middleware = sessionStore({ dataSource, secret: 'test-secret', ...options });
+    middlewares.push(middleware);
+    app.locals.sessionStore = middleware;
+    app.use(middleware);
+    routes(app);
+    return app;
+  };
+  ctx.listen = (app) =>
+    new Promise((resolve, reject) => {
+      const server = http.createServer(app as http.RequestListener);
+      servers.push(server);
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+    });
+
+  beforeAll(async () => {
+    ctx.db = await createTestDatabase();
+    ctx.ds = await ctx.open({ logging: ['query'], logger: log, ...mainOptions });
+    for (const statement of schema) await ctx.sql(statement);
+  });
+
+  afterEach(async () => {
+    for (const server of servers.splice(0)) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    for (const middleware of middlewares.splice(0)) await middleware.close();
+    // Work the handlers left running (a rollback after an abort) may still be finishing: a bounded wait.
+    const idle = () =>
+      dataSources.every((ds) => {
+        const p = pool(ds);
+        return p.totalCount === p.idleCount && p.waitingCount === 0;
+      });
+    await eventually(idle, 3000);
+    for (const ds of dataSources) {
+      const { totalCount, idleCount, waitingCount } = pool(ds);
+      expect({ totalCount, idleCount: idleCount, waitingCount }).toEqual({ totalCount, idleCount: totalCount, waitingCount: 0 });
+    }
+    const inTransaction = await admin((c) =>
+      c.query(
+        `SELECT pid, state, query FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'`,
+        [ctx.db.name],
+      ),
+    );
+    expect(inTransaction.rows).toEqual([]);
+    const existing = await ctx.sql<{ name: string }>(
+      `SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1)`,
+      [[...tables, 'sessions']],
+    );
+    if (existing.length) await ctx.sql(`TRUNCATE ${existing.map((t) => `"${t.name}"`).join(', ')} RESTART IDENTITY`);
+    log.clear();
+  });
+
+  afterAll(async () => {
+    for (const ds of dataSources) {
+      // A connection leaked by a test (already reported by afterEach) would make destroy() wait forever and
+      // keep the run from ending: hand such connections back as broken first.
+      const p = pool(ds) as unknown as { _clients: Array<{ release?: (err?: Error) => void }>; _idle: Array<{ client: unknown }> };
+      const idle = new Set(p._idle.map((item) => item.client));
+      for (const client of p._clients) {
+        if (idle.has(client)) continue;
+        try {
+          client.release?.(new Error('leaked by a test'));
+        } catch {
+          // already released
+        }
+      }
+      // Likewise a runner TypeORM still lists as connected but that is marked released: destroy() would
+      // loop on it forever, starving every timer (the acquire-timeout leak did exactly that).
+      const driver = ds.driver as unknown as { connectedQueryRunners: Array<{ isReleased: boolean }> };
+      driver.connectedQueryRunners = driver.connectedQueryRunners.filter((runner) => !runner.isReleased);
+      await within(destroyFully(ds), 10_000, 'the DataSource to close');
+    }
+    await ctx.db?.drop();
+  });
+
+  return ctx;
+}
+
+/** Makes the app's session store ready (its table checked or created), so a test sees only request work. */
+export async function warm(app: express.Express): Promise<void> {
+  await (app.locals.sessionStore as SessionStoreMiddleware).store.ready();
+}
+
+/** Rows of `table` whose `name` column is one of `names`, read on a separate connection. */
+export async function names(ctx: Context, table = 'items'): Promise<string[]> {
+  const rows = await ctx.sql<{ name: string }>(`SELECT name FROM "${table}" ORDER BY id`);
+  return rows.map((r) => r.name);
+}
+
+export interface RawResponse {
+  res: http.IncomingMessage;
+  /** Resolves with the next body chunk (the stream is paused again afterwards); null when the body ended. */
+  nextChunk(): Promise<string | null>;
+  /** Reads the rest of the body; `complete` is false when the connection broke before the end of the body. */
+  rest(): Promise<{ body: string; complete: boolean; error?: Error }>;
+}
+
+/**
+ * Sends a request with Node's http client and resolves as soon as the status line and headers arrive, without
+ * reading the body, so the test can look at the database at that exact moment.
+ */
+export function rawRequest(
+  port: number,
+  path: string,
+  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers: options.headers, agent: false },
+      (res) => {
+        res.pause();
+        let error: Error | undefined;
+        res.on('error', (err) => (error = err));
+        const closed = new Promise<void>((r) => res.once('close', () => r()));
+        let ended = false;
+        res.once('end', () => (ended = true));
+        resolve({
+          res,
+          nextChunk: () =>
+            new Promise((resolveChunk) => {
+              if (ended || res.destroyed) return resolveChunk(null);
+              const onData = (chunk: Buffer) => {
+                res.pause();
+                cleanup();
+                resolveChunk(chunk.toString());
+              };
+              const onEnd = () => {
+                cleanup();
+                resolveChunk(null);
+              };
+              const cleanup = () => {
+                res.off('data', onData);
+                res.off('end', onEnd);
+                res.off('close', onEnd);
+              };
+              res.on('data', onData);
+              res.once('end', onEnd);
+              res.once('close', onEnd);
+              res.resume();
+            }),
+          rest: async () => {
+            let body = '';
+            res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+            res.resume();
+            await closed;
+            return { body, complete: res.complete && ended, error };
+          },
+        });
+      },
+    );
+    req.on('error', reject);
+    if (options.body !== undefined) req.write(options.body);
+    req.end();
+  });
+}
+
+/** The name=value part of a Set-Cookie header, for sending back. */
+export function cookieOf(setCookie: string[] | string | undefined): string {
+  const first = Array.isArray(setCookie) ? setCookie[0] : setCookie;
+  if (!first) throw new Error('the response set no cookie');
+  return first.split(';')[0]!;
+}
