@@ -9,6 +9,7 @@ import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
 import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
+import { bindEmitter } from '../unit-of-work/context.js';
 import { KOA_CONTROL } from './helpers.js';
 
 const debug = createDebug('typeorm-session:koa');
@@ -126,22 +127,41 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 
-    const scope = new RequestScope({ dataSource: store.dataSource, dialect: store.dialect, ...transaction }, () => ctx.status);
+    // A thrown error, or a client gone before the commit, means nothing of this request may persist: koa-session
+    // still saves the session on its way out (in a finally, errors included), and that save must not land
+    // outside the rolled-back transaction. A failing status makes the store skip it.
+    let threw = false;
+    const scope: RequestScope = new RequestScope(
+      { dataSource: store.dataSource, dialect: store.dialect, ...transaction },
+      (): number => (threw || scope.unitOfWork.closed ? 500 : ctx.status),
+    );
     ctx.req[SCOPE] = scope;
     const unitOfWork = scope.unitOfWork;
     Object.defineProperty(ctx, 'db', { configurable: true, enumerable: false, get: () => unitOfWork.manager });
     rollBackOnClientAbort(ctx.res, unitOfWork, () => false, debug);
+    // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where
+    // currentManager() would find no request; keep them in this request's scope, as the Express adapter does.
+    bindEmitter(ctx.req, scope.root);
 
     try {
       await scope.run(() =>
         session(ctx, async () => {
-          await next();
-          // What koa-session saves now is the request's last session write.
-          scope.ending = true;
+          try {
+            await next();
+          } catch (err) {
+            threw = true;
+            throw err;
+          } finally {
+            // What koa-session saves now is the request's last session write.
+            scope.ending = true;
+          }
         }),
       );
     } catch (err) {
       await unitOfWork.finish(false).catch((rollbackError: TypeormSessionError) => report(rollbackError));
+      // An upstream middleware may catch this and answer itself: the cookie koa-session set names a session
+      // that was rolled back or never saved.
+      if (scope.sessionDiscarded || scope.sessionJoined) ctx.remove('Set-Cookie');
       throw err;
     }
 
