@@ -131,7 +131,7 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
       await unitOfWork.finish(scope.willCommit());
     };
 
-    rollBackOnClientAbort(res, unitOfWork, () => gate.isOpen, debug);
+    rollBackOnClientAbort(res, scope, () => gate.isOpen, debug);
 
     bindEmitter(req, scope.root);
     let continued = false;

@@ -127,18 +127,11 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 
-    // A thrown error, or a client gone before the commit, means nothing of this request may persist: koa-session
-    // still saves the session on its way out (in a finally, errors included), and that save must not land
-    // outside the rolled-back transaction. A failing status makes the store skip it.
-    let threw = false;
-    const scope: RequestScope = new RequestScope(
-      { dataSource: store.dataSource, dialect: store.dialect, ...transaction },
-      (): number => (threw || scope.unitOfWork.closed ? 500 : ctx.status),
-    );
+    const scope = new RequestScope({ dataSource: store.dataSource, dialect: store.dialect, ...transaction }, () => ctx.status);
     ctx.req[SCOPE] = scope;
     const unitOfWork = scope.unitOfWork;
     Object.defineProperty(ctx, 'db', { configurable: true, enumerable: false, get: () => unitOfWork.manager });
-    rollBackOnClientAbort(ctx.res, unitOfWork, () => false, debug);
+    rollBackOnClientAbort(ctx.res, scope, () => false, debug);
     // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where
     // currentManager() would find no request; keep them in this request's scope, as the Express adapter does.
     bindEmitter(ctx.req, scope.root);
@@ -149,7 +142,9 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
           try {
             await next();
           } catch (err) {
-            threw = true;
+            // koa-session still saves the session on its way out (in a finally, errors included); a failed
+            // request makes the store skip that save, so nothing of it lands outside the rolled-back transaction.
+            scope.failed = true;
             throw err;
           } finally {
             // What koa-session saves now is the request's last session write.

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { TypeormSessionError } from '../errors.js';
-import type { UnitOfWork } from './unit-of-work.js';
+import type { RequestScope } from './request-scope.js';
 
 /** What the Express and Koa adapters both do around a request's unit of work. */
 
@@ -23,12 +23,14 @@ export function reporter(onError: ((error: TypeormSessionError) => void) | undef
  */
 export function rollBackOnClientAbort(
   res: ServerResponse,
-  unitOfWork: UnitOfWork,
+  scope: RequestScope,
   responseUnderWay: () => boolean,
   debug: (...args: unknown[]) => void,
 ): void {
   res.once('close', () => {
     if (res.writableFinished || responseUnderWay()) return;
-    unitOfWork.finish(false).catch((err) => debug('rollback after client abort failed: %O', err));
+    // Nothing of this request may persist, the session it may still save on its way out included.
+    scope.failed = true;
+    scope.unitOfWork.finish(false).catch((err) => debug('rollback after client abort failed: %O', err));
   });
 }

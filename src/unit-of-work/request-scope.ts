@@ -43,9 +43,12 @@ export class RequestScope {
     this.root = { scope: this, queue: Promise.resolve() };
   }
 
+  /** The request failed whatever its status will say: it threw, or the client went away before the end. */
+  failed = false;
+
   /** What the request will do with its transaction, as things stand now. */
   willCommit(): boolean {
-    return this.sessionFailure === undefined && this.commitOn(this.status());
+    return !this.failed && this.sessionFailure === undefined && this.commitOn(this.status());
   }
 
   run<T>(fn: () => T): T {
