@@ -18,6 +18,8 @@ export interface PruneOptions {
   now: () => number;
   /** Called after each batch with the running total. */
   onProgress?: (deleted: number) => void;
+  /** Checked after each batch: true ends the run there (the store is closing), releasing the lease. */
+  stop?: () => boolean;
 }
 
 /** How long a lease lasts without renewal; renewed before every batch, so only a dead holder lets it lapse. */
@@ -44,6 +46,10 @@ export async function pruneInBatches(queries: PruneQueries, options: PruneOption
       deleted += count;
       options.onProgress?.(deleted);
       if (count < options.batchSize) break;
+      if (options.stop?.()) {
+        debug('stopping after %d rows: the store is closing', deleted);
+        break;
+      }
       const now = options.now();
       if (!(await queries.acquire(holder, now, now + LEASE_MS))) {
         debug('lost the prune lease after %d rows', deleted);

@@ -132,21 +132,30 @@ export function createTableStatements(dialect: DialectName, table: string): stri
     columns.push(`  INDEX ${q(names.expiresIndex)} (${q('expires_at')})`, `  INDEX ${q(names.userIndex)} (${q('user_id')})`);
   }
   const create = `CREATE TABLE IF NOT EXISTS ${q(table)} (\n${columns.join(',\n')}\n)${spec.tableSuffix}`;
-  // One row per background job ('prune'); whoever holds an unexpired lease runs it. A lease row works on
-  // every database, where advisory locks do not.
-  const lease =
-    `CREATE TABLE IF NOT EXISTS ${q(names.lease)} (\n` +
-    `  ${q('name')} varchar(64) NOT NULL,\n` +
-    `  ${q('holder')} varchar(64) NOT NULL,\n` +
-    `  ${q('expires_at')} ${t.time} NOT NULL,\n` +
-    `  CONSTRAINT ${q(names.leaseKey)} PRIMARY KEY (${q('name')})\n` +
-    `)${spec.tableSuffix}`;
   return [
     create,
     spec.createIndex(names.expiresIndex, table, 'expires_at'),
     spec.createIndex(names.userIndex, table, 'user_id'),
-    lease,
+    leaseTableStatement(dialect, table),
   ].filter(Boolean);
+}
+
+/**
+ * The lease table of a session table: one row per background job ('prune'); whoever holds an unexpired
+ * lease runs it. A lease row works on every database, where advisory locks do not.
+ */
+export function leaseTableStatement(dialect: DialectName, table: string): string {
+  const spec = specs[dialect];
+  const q = spec.quote;
+  const names = objectNames(table);
+  return (
+    `CREATE TABLE IF NOT EXISTS ${q(names.lease)} (\n` +
+    `  ${q('name')} varchar(64) NOT NULL,\n` +
+    `  ${q('holder')} varchar(64) NOT NULL,\n` +
+    `  ${q('expires_at')} ${spec.types.time} NOT NULL,\n` +
+    `  CONSTRAINT ${q(names.leaseKey)} PRIMARY KEY (${q('name')})\n` +
+    `)${spec.tableSuffix}`
+  );
 }
 
 export function dropTableStatements(dialect: DialectName, table: string): string[] {
@@ -201,7 +210,7 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
     });
     return { sql, names };
   };
-  const overwritten = ['data', 'expires_at', 'updated_at', 'user_id'].map(q);
+  const overwritten = ['data', 'updated_at', 'user_id'].map(q);
   const lease = q(objectNames(table).lease);
   const live = `${q('expires_at')} > :now`;
   return {
@@ -218,9 +227,12 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
     ),
     // A new session (or a save the store cannot tie to a load): insert, or overwrite on a concurrent insert.
     // The absolute lifetime caps the expiry at created_at + :absolute; on insert the caller caps it in JS.
+    // Overwriting keeps the row's created_at, so the cap is taken from it there: a save of an existing id
+    // that was not loaded (store.set() called directly) must not extend the absolute lifetime either.
     upsert: compile(
       `INSERT INTO ${t} (${['id', 'data', 'expires_at', 'created_at', 'updated_at', 'user_id'].map(q).join(', ')}) ` +
         `VALUES (:id, :data, :expires, :now, :now, :userId) ${spec.upsertTail(overwritten)}, ` +
+        `${q('expires_at')} = ${spec.least}(:expires, ${spec.existing(t, q('created_at'))} + :absolute), ` +
         `${q('version')} = ${spec.existing(t, q('version'))} + 1`,
     ),
     // A session loaded earlier in this request: update only the version that was loaded, and only while it

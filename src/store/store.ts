@@ -13,7 +13,18 @@ import {
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from '../options.js';
 import { sessionEntity } from './entity.js';
 import { registerEntity } from './register.js';
-import { bind, compileStatements, dialectFor, type DialectName, type Params, type Statement, type Statements } from './sql.js';
+import {
+  bind,
+  compileStatements,
+  dialectFor,
+  isAlreadyExists,
+  isMissingTable,
+  leaseTableStatement,
+  type DialectName,
+  type Params,
+  type Statement,
+  type Statements,
+} from './sql.js';
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { scopeOf } from '../unit-of-work/request-scope.js';
@@ -208,16 +219,62 @@ export class TypeormSessionStore extends Store {
     await this.ready();
     const s = this.statements;
     const name = 'prune';
+    // Always on the pool, never joining a request's transaction (pruneExpired() called from a route): the
+    // lease must be visible to other instances at once, and a request that rolls back must not bring back
+    // what was pruned. Not through query() either, whose closed check would fail a prune that close() is
+    // waiting for halfway, leaving its lease held; `stop` ends such a run after its batch instead.
+    const run = (operation: string, statement: Statement, values: Params) => this.maintenance(operation, statement, values);
     return pruneInBatches(
       {
-        createLease: async () => void (await this.query('lease', s.leaseCreate, { name })),
+        createLease: () => this.createLease(),
         acquire: async (holder, now, until) =>
-          (await this.query('lease', s.leaseAcquire, { name, holder, now, until })).affected === 1,
-        release: async (holder) => void (await this.query('lease', s.leaseRelease, { name, holder })),
-        deleteBatch: async (now, limit) => (await this.query('prune', s.pruneBatch, { now, limit })).affected,
+          (await run('lease', s.leaseAcquire, { name, holder, now, until })).affected === 1,
+        release: async (holder) => void (await run('lease', s.leaseRelease, { name, holder })),
+        deleteBatch: async (now, limit) => (await run('prune', s.pruneBatch, { now, limit })).affected,
       },
-      { batchSize: this.options.pruneBatchSize, now: this.options.now, onProgress: options.onProgress },
+      {
+        batchSize: this.options.pruneBatchSize,
+        now: this.options.now,
+        onProgress: options.onProgress,
+        stop: () => this.closed,
+      },
     );
+  }
+
+  /**
+   * Makes sure the 'prune' lease row exists. A session table made by something other than this store
+   * (TypeORM's `synchronize` on the registered entity) comes without the lease table, and ensureTable()
+   * only looks for the session table; so a missing lease table is created here, when createTable allows.
+   */
+  private async createLease(): Promise<void> {
+    const values = { name: 'prune' };
+    try {
+      await this.maintenance('lease', this.statements.leaseCreate, values);
+      return;
+    } catch (err) {
+      if (!this.options.createTable || !isMissingTable(this.dialect, (err as Error).cause)) throw err;
+    }
+    try {
+      await this.maintenance('lease table creation', { sql: leaseTableStatement(this.dialect, this.tableName), names: [] }, {});
+    } catch (err) {
+      if (!isAlreadyExists(this.dialect, (err as Error).cause)) throw err;
+    }
+    await this.maintenance('lease', this.statements.leaseCreate, values);
+  }
+
+  /** One statement on the pool, outside any request scope, errors wrapped. */
+  private async maintenance(operation: string, statement: Statement, values: Params): Promise<QueryOutcome> {
+    const scope = scopeOf(undefined);
+    if (this.dialect === 'sqlite' && scope?.unitOfWork.isOpen && scope.unitOfWork.dataSource === this.options.dataSource) {
+      // SQLite's one connection is held by this request's transaction until the request ends: waiting for
+      // our turn on it would deadlock, so there the prune can only join that transaction.
+      return this.query(operation, statement, values);
+    }
+    try {
+      return await this.runOnPool(statement.sql, bind(statement, values));
+    } catch (cause) {
+      throw new StoreQueryError(`typeorm-session: session ${operation} failed`, { cause });
+    }
   }
 
   /** Counts for operators: live sessions, expired rows waiting for a prune, and the users with most sessions. */
