@@ -1,7 +1,7 @@
 -- typeorm-session: session table for mysql (generated; do not edit)
 CREATE TABLE IF NOT EXISTS `sessions` (
   `id` varchar(64) NOT NULL,
-  `data` mediumtext NOT NULL,
+  `data` text NOT NULL,
   `expires_at` bigint NOT NULL,
   `created_at` bigint NOT NULL,
   `updated_at` bigint NOT NULL,

@@ -56,8 +56,9 @@ const specs: Record<DialectName, DialectSpec> = {
   mysql: {
     quote: (id) => `\`${id}\``,
     placeholder: () => '?',
-    // MEDIUMTEXT: MySQL's TEXT stops at 64 KiB, which a session holding a cart can pass.
-    types: { id: 'varchar(64)', data: 'mediumtext', time: 'bigint', userId: 'varchar(255)' },
+    // TEXT (64 KiB), like the entity's `text` column: anything else and TypeORM's synchronize would drop and
+    // re-add the column, losing every session. A larger session fails its save with a clear error.
+    types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
     tableSuffix: ' ENGINE=InnoDB DEFAULT CHARSET=utf8mb4',
     // VALUES() is deprecated in MySQL 8.0.20 but is the only form MariaDB also accepts.
     upsertTail: (cols) => `ON DUPLICATE KEY UPDATE ${cols.map((c) => `${c} = VALUES(${c})`).join(', ')}`,
