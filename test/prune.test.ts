@@ -67,7 +67,8 @@ async function insertRows(table: string, n: number, expiresAt: number, options: 
 const liveSession = (extra: Record<string, unknown> = {}) =>
   ({ cookie: { originalMaxAge: 86_400_000, expires: new Date(clock + 86_400_000).toISOString() }, ...extra }) as any;
 
-const pruneDeletes = (table: string) => log.matching(new RegExp(`^DELETE FROM "${table}" WHERE "id" IN \\(SELECT`));
+// A prune batch is the only DELETE that bounds itself with LIMIT (its SQL differs per database).
+const pruneDeletes = (table: string) => log.matching(new RegExp(`^DELETE FROM [\`"]${table}[\`"] .*LIMIT`));
 
 // ---- pruneExpired --------------------------------------------------------------------------------------
 
