@@ -2,6 +2,7 @@
 //   TYPEORM_VERSION=0.3  -> the typeorm-03 alias (typeorm 0.3.x) instead of typeorm 1.x
 //   EXPRESS_VERSION=4    -> the express4 alias instead of express 5
 //   KOA_VERSION=2        -> the koa2 alias instead of koa 3
+//   TEST_DB=mysql|sqlite -> the database the suite runs on (default postgres; see test/helpers/dialect.ts)
 const typeorm = process.env.TYPEORM_VERSION === '0.3' ? 'typeorm-03' : 'typeorm';
 const express = process.env.EXPRESS_VERSION === '4' ? 'express4' : 'express';
 const koa = process.env.KOA_VERSION === '2' ? 'koa2' : 'koa';
@@ -10,6 +11,8 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  // The examples and the benchmark apps are PostgreSQL apps: they run in the postgres configurations only.
+  testPathIgnorePatterns: ['/node_modules/', ...(process.env.TEST_DB && process.env.TEST_DB !== 'postgres' ? ['/test/example\\.test\\.ts$', '/test/bench-smoke\\.test\\.ts$'] : [])],
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
   },

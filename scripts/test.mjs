@@ -1,10 +1,16 @@
 // `npm test`: build, type-check, run the suite once per configuration, check the packed package, and end
 // with the plain line "N passed, N failed" that CI reads. Exits non-zero on any failure.
 //
-// Configurations (each a full run of the same suite against the same database):
-//   typeorm 1.x + express 5, in parallel workers
-//   typeorm 0.3 + express 4, in band with --detectOpenHandles (any open handle fails the run)
-// TEST_MATRIX=quick runs only the first one.
+// Configurations: the same suite each time, on another database or with other majors of its peers.
+//   postgres  typeorm 1.x  express 5  koa 3    parallel workers
+//   postgres  typeorm 0.3  express 4  koa 2    in band, --detectOpenHandles (an open handle fails the run)
+//   sqlite    typeorm 1.x  express 5  koa 3
+//   sqlite    typeorm 0.3  express 4  koa 2
+//   mysql     typeorm 1.x  express 5  koa 3    when MYSQL_URL is set (CI sets it; unreachable = failure)
+//   mysql     typeorm 0.3  express 4  koa 2    when MYSQL_URL is set
+//   embedded PostgreSQL 18, typeorm 1.x        when DATABASE_URL is set too (CI), so both servers are covered
+// PostgreSQL is DATABASE_URL, or an embedded PostgreSQL 18 the test setup starts when it is unset.
+// TEST_MATRIX=quick runs only the first configuration.
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +19,25 @@ import { join } from 'node:path';
 let passed = 0;
 let failed = 0;
 const failures = [];
+const modern = { TYPEORM_VERSION: '1', EXPRESS_VERSION: '5', KOA_VERSION: '3' };
+const older = { TYPEORM_VERSION: '0.3', EXPRESS_VERSION: '4', KOA_VERSION: '2' };
+const inBand = ['--runInBand', '--detectOpenHandles'];
+
+const configurations = [
+  { label: 'postgres, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern }, args: [] },
+  { label: 'postgres, typeorm 0.3, express 4, koa 2 (--detectOpenHandles)', env: { TEST_DB: 'postgres', ...older }, args: inBand },
+  { label: 'sqlite, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'sqlite', ...modern }, args: [] },
+  { label: 'sqlite, typeorm 0.3, express 4, koa 2', env: { TEST_DB: 'sqlite', ...older }, args: [] },
+  ...(process.env.MYSQL_URL
+    ? [
+        { label: `mysql (${process.env.MYSQL_URL}), typeorm 1.x, express 5, koa 3`, env: { TEST_DB: 'mysql', ...modern }, args: [] },
+        { label: 'mysql, typeorm 0.3, express 4, koa 2', env: { TEST_DB: 'mysql', ...older }, args: [] },
+      ]
+    : []),
+  ...(process.env.DATABASE_URL
+    ? [{ label: 'embedded postgres 18, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern, DATABASE_URL: '' }, args: [] }]
+    : []),
+];
 
 function run(label, command, args, options = {}) {
   process.stdout.write(`\n== ${label}\n`);
@@ -31,11 +56,13 @@ function step(label, command, args, options) {
   return result;
 }
 
-function jest(label, env, extraArgs) {
+function jest({ label, env, args }) {
   const out = join(tmpdir(), `typeorm-session-jest-${process.pid}-${passed + failed}.json`);
-  const result = run(label, process.execPath, [
-    'node_modules/jest/bin/jest.js', '--json', `--outputFile=${out}`, ...extraArgs, ...process.argv.slice(2),
-  ], { env: { ...process.env, ...env }, capture: true });
+  const childEnv = { ...process.env, ...env };
+  if (childEnv.DATABASE_URL === '') delete childEnv.DATABASE_URL;
+  const result = run(`jest: ${label}`, process.execPath, [
+    'node_modules/jest/bin/jest.js', '--json', `--outputFile=${out}`, ...args, ...process.argv.slice(2),
+  ], { env: childEnv, capture: true, maxBuffer: 1 << 30 });
   let report;
   try {
     report = JSON.parse(readFileSync(out, 'utf8'));
@@ -47,6 +74,7 @@ function jest(label, env, extraArgs) {
   }
   passed += report.numPassedTests;
   failed += report.numFailedTests;
+  if (report.numFailedTests) failures.push(`${label}: ${report.numFailedTests} failed`);
   if (report.numTotalTests === 0) {
     failed++;
     failures.push(`${label}: no test ran`);
@@ -56,25 +84,19 @@ function jest(label, env, extraArgs) {
     failed++;
     failures.push(`${label}: jest failed outside a test (see above)`);
   }
-  const stderr = String(result.stderr ?? '');
-  if (/open handle/i.test(stderr) && extraArgs.includes('--detectOpenHandles')) {
+  if (args.includes('--detectOpenHandles') && /open handle/i.test(String(result.stderr ?? ''))) {
     failed++;
     failures.push(`${label}: jest reported open handles`);
   }
 }
 
 step('build', process.execPath, ['scripts/build.mjs']);
-step('type-check src, tests and examples', process.execPath, [
-  'node_modules/typescript/bin/tsc', '-p', 'test/tsconfig.json', '--noEmit',
-]);
-jest('jest: typeorm 1.x, express 5', { TYPEORM_VERSION: '1', EXPRESS_VERSION: '5' }, []);
-if (process.env.TEST_MATRIX !== 'quick') {
-  jest('jest: typeorm 0.3, express 4 (--detectOpenHandles)', { TYPEORM_VERSION: '0.3', EXPRESS_VERSION: '4' }, [
-    '--runInBand', '--detectOpenHandles',
-  ]);
+step('type-check src, tests and examples', process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/tsconfig.json', '--noEmit']);
+for (const configuration of process.env.TEST_MATRIX === 'quick' ? configurations.slice(0, 1) : configurations) {
+  jest(configuration);
 }
 if (existsSync('dist/cjs/index.js')) step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
 
-if (failures.length) process.stdout.write(`\nFailed: \n- ${failures.join('\n- ')}\n`);
+if (failures.length) process.stdout.write(`\nFailed:\n- ${failures.join('\n- ')}\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
 process.exitCode = failed === 0 && passed > 0 ? 0 : 1;
