@@ -83,10 +83,17 @@ export class AcquireTimeoutError extends TypeormSessionError {
 
 /** The request's transaction could not be committed; the client was answered with a 5xx. */
 export class CommitError extends TypeormSessionError {
-  readonly status = 500;
-  readonly statusCode = 500;
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly status: number;
+  readonly statusCode: number;
+  /**
+   * True when the commit lost to a concurrent transaction (serialization failure, deadlock): nothing was
+   * kept, so the same request can safely be sent again. The client is then answered 503 with Retry-After.
+   */
+  readonly retryable: boolean;
+  constructor(message: string, options?: { cause?: unknown; retryable?: boolean }) {
     super('ERR_TRANSACTION_COMMIT', message, options);
+    this.retryable = options?.retryable ?? false;
+    this.status = this.statusCode = this.retryable ? 503 : 500;
   }
 }
 

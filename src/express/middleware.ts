@@ -107,7 +107,8 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
         (outcome) => verdictAfter(commit, outcome),
         (error: TypeormSessionError) => {
           report(error);
-          return { ok: false as const, status: 500 };
+          // A commit that lost to a concurrent transaction kept nothing: the client may send it again.
+          return { ok: false as const, status: (error as { status?: number }).status === 503 ? 503 : 500 };
         },
       );
       function verdictAfter(committed: boolean, outcome: string): Verdict {

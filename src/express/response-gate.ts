@@ -143,6 +143,7 @@ export class ResponseGate {
       'Content-Type': 'text/plain; charset=utf-8',
       'Content-Length': String(Buffer.byteLength(body)),
       'Cache-Control': 'no-store',
+      ...(status === 503 ? { 'Retry-After': '1' } : {}),
     });
     (this.realEnd as (chunk: string) => ServerResponse).call(res, body);
   }

@@ -58,6 +58,7 @@ interface KoaContext {
   body: unknown;
   db?: EntityManager;
   remove(field: string): void;
+  set(field: string, value: string): void;
   [SCOPE]?: RequestScope;
 }
 
@@ -168,6 +169,13 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
       report(err as TypeormSessionError);
       // Nothing the handler prepared may suggest success.
       for (const name of ctx.res.getHeaderNames()) ctx.res.removeHeader(name);
+      if ((err as { retryable?: boolean }).retryable) {
+        // Lost to a concurrent transaction; nothing was kept, so the client may send it again.
+        ctx.status = 503;
+        ctx.set('Retry-After', '1');
+        ctx.body = 'Service Unavailable';
+        return;
+      }
       ctx.status = 500;
       ctx.body = 'Internal Server Error';
       return;

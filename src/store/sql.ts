@@ -334,3 +334,15 @@ export function savepointStatements(name: string) {
     rollback: `ROLLBACK TO SAVEPOINT ${name}`,
   };
 }
+
+/**
+ * The transaction lost to a concurrent one and nothing of it was kept: a serialization failure (40001, the
+ * everyday case on CockroachDB and YugabyteDB, which run SERIALIZABLE), a deadlock victim, or SQLite's
+ * busy lock. Running the same work again is the remedy.
+ */
+export function isRetryable(dialect: DialectName, err: unknown): boolean {
+  const code = driverCode(err);
+  if (dialect === 'postgres') return code === '40001' || code === '40P01';
+  if (dialect === 'mysql') return code === 'ER_LOCK_DEADLOCK' || code === 1213 || code === 'ER_LOCK_WAIT_TIMEOUT' || code === 1205;
+  return code === 'SQLITE_BUSY' || /database is locked/i.test(message(err));
+}

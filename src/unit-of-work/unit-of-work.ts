@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
-import { beginStatements, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
+import { beginStatements, isRetryable, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
 import { giveBack, ownRunner, takeConnection } from './connection.js';
 
 const debug = createDebug('typeorm-session:transaction');
@@ -105,7 +105,13 @@ export class UnitOfWork {
         return await this.rawQuery!(sql, parameters, structured);
       } catch (err) {
         // After the backend died TypeORM answers "query runner already released": report the real cause.
-        throw this.realCause(err);
+        const cause = this.realCause(err);
+        if (isRetryable(this.dialect, cause) && cause && typeof cause === 'object') {
+          // Lost to a concurrent transaction (40001, deadlock): nothing of the request will be kept, so the
+          // client may send it again. Express's final handler and Koa answer with these.
+          Object.assign(cause, { status: 503, statusCode: 503, expose: true, headers: { 'Retry-After': '1' } });
+        }
+        throw cause;
       }
     })();
     this.inflight.add(running);
@@ -204,8 +210,10 @@ export class UnitOfWork {
           return 'committed';
         } catch (err) {
           await this.rollback();
+          const cause = this.realCause(err);
           throw new CommitError('typeorm-session: committing the request transaction failed; it was rolled back', {
-            cause: this.realCause(err),
+            cause,
+            retryable: isRetryable(this.dialect, cause),
           });
         }
       }
