@@ -10,6 +10,7 @@ import { sessionEntity, sessionStore, TypeormSessionStore, type TypeormSessionEr
 import { createTableStatements } from '../src/store/sql.js';
 import { express } from './helpers/app.js';
 import { admin, createTestDatabase, dataSourceFor, openDataSource, QueryLog, type TestDatabase } from './helpers/database.js';
+import { hexId64Sql, onlyOn, selectSeries, sideQuery, testDialect } from './helpers/dialect.js';
 
 let db: TestDatabase;
 let dataSource: DataSource;
@@ -45,11 +46,10 @@ async function openSecond(options: Parameters<typeof openDataSource>[1] = {}) {
   return ds;
 }
 
-/** SQL on a connection of its own, outside every pool under test. */
-const sql = <R = any>(text: string, params: unknown[] = []) =>
-  admin(async (c) => (await c.query(text, params)).rows as R[], db.url);
-const count = async (table: string, where = 'true', params: unknown[] = []) =>
-  (await sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${table}" WHERE ${where}`, params))[0]!.n;
+/** SQL (PostgreSQL-style, rewritten per database) on a connection of its own, outside every pool under test. */
+const sql = <R = any>(text: string, params: unknown[] = []) => sideQuery<R>(db.url, text, params);
+const count = async (table: string, where = '1 = 1', params: unknown[] = []) =>
+  Number((await sql<{ n: number | string }>(`SELECT count(*) AS n FROM "${table}" WHERE ${where}`, params))[0]!.n);
 
 /**
  * Inserts `n` rows straight in SQL (ids 64 hex characters, distinct per `offset`), expiring at `expiresAt`
@@ -57,11 +57,12 @@ const count = async (table: string, where = 'true', params: unknown[] = []) =>
  */
 async function insertRows(table: string, n: number, expiresAt: number, options: { offset?: number; userId?: string; spread?: boolean } = {}) {
   const offset = options.offset ?? 0;
+  if (!Number.isSafeInteger(expiresAt)) throw new TypeError('expiresAt: an integer');
+  const expiry = `${expiresAt} + ${options.spread ? `(i - ${offset} - 1)` : '0'}`;
   await sql(
     `INSERT INTO "${table}" (id, data, expires_at, created_at, updated_at, user_id)
-     SELECT md5(i::text) || md5((i + 1)::text), '{}', $2::bigint + ${options.spread ? '(i - $1::int - 1)' : '0'}, 1000, 1000, $3
-     FROM generate_series($1::int + 1, $1::int + $4::int) AS i`,
-    [offset, expiresAt, options.userId ?? null, n],
+     ${selectSeries(offset + 1, offset + n, `${hexId64Sql('i')}, '{}', ${expiry}, 1000, 1000, $1`)}`,
+    [options.userId ?? null],
   );
 }
 const liveSession = (extra: Record<string, unknown> = {}) =>
@@ -121,8 +122,8 @@ describe('pruneExpired()', () => {
       // The table exactly as the store makes it, but with its primary key and indexes built after the bulk
       // insert (a million inserts into a random-keyed primary key take several times longer); the store then
       // finds the table and uses it.
-      const [createTable, ...indexesAndLease] = createTableStatements('postgres', table);
-      await admin(async (c) => {
+      const [createTable, ...indexesAndLease] = createTableStatements(testDialect, table);
+      if (testDialect === 'postgres') await admin(async (c) => {
         await c.query(createTable!);
         await c.query(`ALTER TABLE "${table}" DROP CONSTRAINT "PK_${table}"`);
         await c.query(
@@ -134,12 +135,22 @@ describe('pruneExpired()', () => {
         for (const statement of indexesAndLease) await c.query(statement);
         await c.query(`ANALYZE "${table}"`);
       }, db.url);
+      else {
+        // MySQL and SQLite: ids in the order of i, so the insert appends to the primary key as it goes.
+        await sql(createTable!);
+        await sql(
+          `INSERT INTO "${table}" (id, data, expires_at, created_at, updated_at)
+           ${selectSeries(1, 1_000_000, `${hexId64Sql('i')}, '{}', 1000000 + i, 1000, 1000`)}`,
+        );
+        for (const statement of indexesAndLease) await sql(statement);
+      }
       const store = newStore({ tableName: table, pruneBatchSize: 10_000 });
       for (let i = 0; i < 5; i++) await store.set(`live-${i}`, liveSession({ userId: 'survivor', i }));
       expect(await count(table)).toBe(1_000_005);
 
-      // The second client: a store on a DataSource of its own, reading a live session in a loop.
-      const readerSource = await openSecond();
+      // The second client: a store on a DataSource of its own, reading a live session in a loop. On SQLite a
+      // store on the same DataSource: its statements take turns with the prune batches on the one connection.
+      const readerSource = testDialect === 'sqlite' ? dataSource : await openSecond();
       const reader = new TypeormSessionStore({ dataSource: readerSource, tableName: table, pruneInterval: false });
       stores.push(reader);
       expect(await reader.get('live-3')).toMatchObject({ i: 3 });
@@ -149,6 +160,9 @@ describe('pruneExpired()', () => {
       const misses: unknown[] = [];
       const readLoop = (async () => {
         while (pruning) {
+          // A client's next request comes through the event loop. (better-sqlite3 answers synchronously: without
+          // this the loop would be an endless chain of microtasks that never lets the pruner's next batch start.)
+          await new Promise((resolve) => setImmediate(resolve));
           const got = await reader.get('live-3');
           if ((got as { i?: number } | null)?.i !== 3) misses.push(got);
           if (pruning) readsDuringPrune++;
@@ -261,11 +275,8 @@ describe('the prune lease', () => {
     await store.ready();
     await insertRows(store.tableName, 250, 5_000);
     const lease = `${store.tableName}_lease`;
-    await sql(
-      `INSERT INTO "${lease}" (name, holder, expires_at) VALUES ('prune', 'crashed-instance', $1)
-       ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at`,
-      [clock + 30_000],
-    );
+    await sql(`DELETE FROM "${lease}" WHERE name = 'prune'`);
+    await sql(`INSERT INTO "${lease}" (name, holder, expires_at) VALUES ('prune', 'crashed-instance', $1)`, [clock + 30_000]);
     const t0 = clock;
     try {
       expect(await store.pruneExpired()).toBe(0);
@@ -311,8 +322,13 @@ describe('the prune lease', () => {
     const synced = dataSourceFor(db.url, { synchronize: true, entities: [sessionEntity({ tableName })] });
     dataSources.push(synced);
     await synced.initialize();
-    expect(await sql(`SELECT to_regclass($1) IS NOT NULL AS made`, [`"${tableName}"`])).toEqual([{ made: true }]);
-    expect(await sql(`SELECT to_regclass($1) IS NOT NULL AS made`, [`"${tableName}_lease"`])).toEqual([{ made: false }]);
+    const runner = synced.createQueryRunner();
+    try {
+      expect(await runner.hasTable(tableName)).toBe(true);
+      expect(await runner.hasTable(`${tableName}_lease`)).toBe(false);
+    } finally {
+      await runner.release();
+    }
     const errors: TypeormSessionError[] = [];
     const store = new TypeormSessionStore({ dataSource: synced, tableName, now, pruneInterval: false, onError: (e) => errors.push(e) });
     stores.push(store);
@@ -323,7 +339,8 @@ describe('the prune lease', () => {
     expect(errors).toEqual([]);
   });
 
-  test('pruneExpired() called inside a request is not part of its transaction', async () => {
+  // On SQLite the request's transaction holds the one connection, so there the prune joins it (next test).
+  if (onlyOn('postgres', 'mysql')) test('pruneExpired() called inside a request is not part of its transaction', async () => {
     const app = express();
     const middleware = sessionStore({ dataSource, secret: 'prune-secret', tableName: nextTable(), now, pruneInterval: false });
     const store = middleware.store;
@@ -340,6 +357,30 @@ describe('the prune lease', () => {
     await insertRows(store.tableName, 500, clock - 1);
     const res = await request(app).post('/admin/prune').expect(503);
     expect(res.body).toEqual({ deleted: 500 });
+    expect(await count(store.tableName)).toBe(0);
+    expect(Number((await sql(`SELECT expires_at FROM "${store.tableName}_lease"`))[0].expires_at)).toBe(0);
+  });
+
+  // SQLite only: its one connection is the request's until the request ends, so waiting for a turn of its own
+  // would deadlock; the prune joins the request's transaction and commits or rolls back with it.
+  if (onlyOn('sqlite')) test('on SQLite, pruneExpired() inside a request joins its transaction instead of deadlocking', async () => {
+    const app = express();
+    const middleware = sessionStore({ dataSource, secret: 'prune-secret', tableName: nextTable(), now, pruneInterval: false });
+    const store = middleware.store;
+    stores.push(store);
+    app.use(middleware);
+    app.post('/admin/prune', (req: any, res: any, next: any) => {
+      (async () => {
+        await req.db.query('SELECT 1'); // the request's transaction is open
+        const deleted = await store.pruneExpired();
+        res.status(req.query.fail ? 503 : 200).json({ deleted });
+      })().catch(next);
+    });
+    await store.ready();
+    await insertRows(store.tableName, 500, clock - 1);
+    expect((await request(app).post('/admin/prune?fail=1').expect(503)).body).toEqual({ deleted: 500 });
+    expect(await count(store.tableName)).toBe(500);
+    expect((await request(app).post('/admin/prune').expect(200)).body).toEqual({ deleted: 500 });
     expect(await count(store.tableName)).toBe(0);
     expect(Number((await sql(`SELECT expires_at FROM "${store.tableName}_lease"`))[0].expires_at)).toBe(0);
   });

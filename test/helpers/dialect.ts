@@ -111,3 +111,89 @@ export function poolState(dataSource: DataSource): { total: number; idle: number
   }
   return { total: 1, idle: 1, waiting: 0 };
 }
+
+// ---- SQL on a side connection, and the per-database SQL the prune/users/koa suites need. ----
+
+/**
+ * Runs test SQL (PostgreSQL-style, rewritten by sql()) on a fresh connection of its own, outside every pool
+ * under test, and returns the rows (none for a statement that returns none). SQLite: a second connection to
+ * the file, so it waits (busy timeout) for a writer on the DataSource's own connection like any other client.
+ */
+export async function sideQuery<R = any>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
+  if (testDialect === 'postgres') {
+    const { Client } = await import('pg');
+    const client = new Client({ connectionString: url });
+    await client.connect();
+    try {
+      return (await client.query(text, params)).rows as R[];
+    } finally {
+      await client.end();
+    }
+  }
+  if (testDialect === 'mysql') {
+    const mysql = await import('mysql2/promise');
+    const connection = await mysql.createConnection(url.replace(/^mariadb:/, 'mysql:'));
+    try {
+      // A recursive CTE may stop at 1,000 rows: MySQL 8's cte_max_recursion_depth, MariaDB's
+      // max_recursive_iterations (when a server is configured so).
+      if (/WITH RECURSIVE/i.test(text)) {
+        const [[{ version }]] = (await connection.query('SELECT VERSION() AS version')) as unknown as [[{ version: string }]];
+        const limit = /mariadb/i.test(version) ? 'max_recursive_iterations' : 'cte_max_recursion_depth';
+        await connection.query(`SET SESSION ${limit} = 100000000`);
+      }
+      const [rows] = await connection.query(sql(text), params);
+      return (Array.isArray(rows) ? rows : []) as R[];
+    } finally {
+      await connection.end();
+    }
+  }
+  const { default: Database } = await import('better-sqlite3');
+  const connection = new Database(url.slice('sqlite:'.length), { timeout: 10_000 });
+  try {
+    const statement = connection.prepare(sql(text));
+    return (statement.reader ? statement.all(...params) : (statement.run(...params), [])) as R[];
+  } finally {
+    connection.close();
+  }
+}
+
+/**
+ * A statement that holds the connection (and its transaction) for `seconds` on the server: pg_sleep on
+ * PostgreSQL, SLEEP() on MySQL. SQLite has no such function: null, and the caller awaits in JS instead, still
+ * holding the transaction (see holdFor()).
+ */
+export function sleepSql(seconds: number): string | null {
+  if (testDialect === 'postgres') return `SELECT pg_sleep(${seconds})`;
+  if (testDialect === 'mysql') return `SELECT SLEEP(${seconds})`;
+  return null;
+}
+
+/** Keeps the connection behind `manager` busy for `seconds`: a server-side sleep, or a JS wait on SQLite. */
+export async function holdFor(manager: { query(sql: string): Promise<unknown> }, seconds: number): Promise<void> {
+  const statement = sleepSql(seconds);
+  if (statement) await manager.query(statement);
+  else {
+    await manager.query('SELECT 1');
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  }
+}
+
+/** A 64-hex-character id made in SQL from the integer expression `i`, distinct for distinct i. */
+export function hexId64Sql(i: string): string {
+  if (testDialect === 'postgres') return `md5((${i})::text) || md5(((${i}) + 1)::text)`;
+  // In the order of i on MySQL and SQLite, so a bulk insert appends to the primary key instead of scattering.
+  if (testDialect === 'mysql') return `LOWER(LPAD(HEX(${i}), 64, '0'))`;
+  return `printf('%064x', ${i})`;
+}
+
+/**
+ * `SELECT <columns> FROM <the integers lo..hi as i>`: generate_series on PostgreSQL, the sequence engine's
+ * seq_<lo>_to_<hi> table on MariaDB (a recursive CTE on MySQL 8), WITH RECURSIVE on SQLite. lo and hi are
+ * literal integers.
+ */
+export function selectSeries(lo: number, hi: number, columns: string): string {
+  if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi)) throw new TypeError('selectSeries takes integers');
+  if (testDialect === 'postgres') return `SELECT ${columns} FROM generate_series(${lo}, ${hi}) AS i`;
+  if (testDialect === 'mysql' && /^mariadb:/.test(mysqlUrl())) return `SELECT ${columns} FROM (SELECT seq AS i FROM seq_${lo}_to_${hi}) AS s`;
+  return `WITH RECURSIVE s(i) AS (SELECT ${lo} UNION ALL SELECT i + 1 FROM s WHERE i < ${hi}) SELECT ${columns} FROM s`;
+}
