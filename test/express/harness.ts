@@ -1,14 +1,17 @@
 /**
- * Shared setup for the Express suites: one real PostgreSQL database per test file, DataSources whose pools are
- * checked after every test, raw HTTP helpers that observe a response byte by byte, and small async tools.
+ * Shared setup for the Express suites: one real database per test file (PostgreSQL, MySQL/MariaDB or SQLite, by
+ * TEST_DB), DataSources whose pools (SQLite: turn lock) are checked after every test, raw HTTP helpers that
+ * observe a response byte by byte, and small async tools.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import express from 'express';
 import { sessionStore, type SessionStoreOptions, type SessionStoreMiddleware } from '../../src/index.js';
-import { admin, createTestDatabase, openDataSource, QueryLog, type TestDatabase } from '../helpers/database.js';
-import { pool } from '../helpers/app.js';
+import { withTurn } from '../../src/unit-of-work/connection.js';
+import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from '../helpers/database.js';
+import { openTransactions, poolState, sideQuery, sql, tableExists, testDialect } from '../helpers/dialect.js';
+import { serialIdColumn } from '../helpers/dialect.js';
 import { destroyFully } from '../helpers/pool.js';
 
 export { express };
@@ -84,7 +87,7 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
     dataSources.push(ds);
     return ds;
   };
-  ctx.sql = (text, params = []) => admin(async (c) => (await c.query(text, params)).rows, ctx.db.url);
+  ctx.sql = (text, params = []) => sideQuery(ctx.db.url, text, params);
   ctx.app = (routes, options = {}, dataSource = ctx.ds) => {
     const app = express();
     const middleware = sessionStore({ dataSource, secret: 'test-secret', ...options });
@@ -105,6 +108,7 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
   beforeAll(async () => {
     ctx.db = await createTestDatabase();
     ctx.ds = await ctx.open({ logging: ['query'], logger: log, ...mainOptions });
+    installSlowHooks(ctx.ds);
     for (const statement of schema) await ctx.sql(statement);
   });
 
@@ -115,38 +119,47 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
     }
     for (const middleware of middlewares.splice(0)) await middleware.close();
     // Work the handlers left running (a rollback after an abort) may still be finishing: a bounded wait.
-    const idle = () =>
-      dataSources.every((ds) => {
-        const p = pool(ds);
-        return p.totalCount === p.idleCount && p.waitingCount === 0;
-      });
+    const idle = async () => {
+      for (const ds of dataSources) {
+        const { total, idle: free, waiting } = poolState(ds);
+        if (total !== free || waiting !== 0) return false;
+        if (testDialect === 'sqlite' && (await openTransactions(ds)) !== 0) return false;
+      }
+      return true;
+    };
     await eventually(idle, 3000);
     for (const ds of dataSources) {
-      const { totalCount, idleCount, waitingCount } = pool(ds);
-      expect({ totalCount, idleCount: idleCount, waitingCount }).toEqual({ totalCount, idleCount: totalCount, waitingCount: 0 });
+      const { total, idle: free, waiting } = poolState(ds);
+      expect({ total, idle: free, waiting }).toEqual({ total, idle: total, waiting: 0 });
+      if (testDialect === 'sqlite') {
+        // SQLite has no pool: what a leak holds is the DataSource's turn lock, or its connection's transaction.
+        expect(await openTransactions(ds)).toBe(0);
+        await expect(withTurn(ds, 'sqlite', 1000, async () => 'free')).resolves.toBe('free');
+      }
     }
-    const inTransaction = await admin((c) =>
-      c.query(
-        `SELECT pid, state, query FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'`,
-        [ctx.db.name],
-      ),
-    );
-    expect(inTransaction.rows).toEqual([]);
-    const existing = await ctx.sql<{ name: string }>(
-      `SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1)`,
-      [[...tables, 'sessions']],
-    );
-    if (existing.length) await ctx.sql(`TRUNCATE ${existing.map((t) => `"${t.name}"`).join(', ')} RESTART IDENTITY`);
+    // On a server: no connection to the test database is left inside a transaction.
+    if (testDialect !== 'sqlite') expect(await openTransactions(ctx.ds)).toBe(0);
+    for (const table of [...tables, 'sessions']) {
+      if (!(await tableExists(ctx.ds, table))) continue;
+      if (testDialect === 'postgres') await ctx.sql(`TRUNCATE "${table}" RESTART IDENTITY CASCADE`);
+      else if (testDialect === 'mysql') await ctx.sql(`TRUNCATE TABLE "${table}"`);
+      else {
+        await ctx.sql(`DELETE FROM "${table}"`);
+        if (await tableExists(ctx.ds, 'sqlite_sequence')) await ctx.sql('DELETE FROM sqlite_sequence WHERE name = $1', [table]);
+      }
+    }
     log.clear();
   });
 
   afterAll(async () => {
     for (const ds of dataSources) {
       // A connection leaked by a test (already reported by afterEach) would make destroy() wait forever and
-      // keep the run from ending: hand such connections back as broken first.
-      const p = pool(ds) as unknown as { _clients: Array<{ release?: (err?: Error) => void }>; _idle: Array<{ client: unknown }> };
-      const idle = new Set(p._idle.map((item) => item.client));
-      for (const client of p._clients) {
+      // keep the run from ending: hand such connections back as broken first (pg-pool; mysql2's end() does not wait).
+      const p = testDialect === 'postgres'
+        ? ((ds.driver as unknown as { master: unknown }).master as { _clients: Array<{ release?: (err?: Error) => void }>; _idle: Array<{ client: unknown }> })
+        : undefined;
+      const idle = new Set(p?._idle.map((item) => item.client));
+      for (const client of p?._clients ?? []) {
         if (idle.has(client)) continue;
         try {
           client.release?.(new Error('leaked by a test'));
@@ -156,8 +169,8 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
       }
       // Likewise a runner TypeORM still lists as connected but that is marked released: destroy() would
       // loop on it forever, starving every timer (the acquire-timeout leak did exactly that).
-      const driver = ds.driver as unknown as { connectedQueryRunners: Array<{ isReleased: boolean }> };
-      driver.connectedQueryRunners = driver.connectedQueryRunners.filter((runner) => !runner.isReleased);
+      const driver = ds.driver as unknown as { connectedQueryRunners?: Array<{ isReleased: boolean }> };
+      if (driver.connectedQueryRunners) driver.connectedQueryRunners = driver.connectedQueryRunners.filter((runner) => !runner.isReleased);
       await within(destroyFully(ds), 10_000, 'the DataSource to close');
     }
     await ctx.db?.drop();
@@ -171,11 +184,70 @@ export async function warm(app: express.Express): Promise<void> {
   await (app.locals.sessionStore as SessionStoreMiddleware).store.ready();
 }
 
-/** Rows of `table` whose `name` column is one of `names`, read on a separate connection. */
+/** The `name` column of every row of `table`, in insertion order, read on a separate connection. */
 export async function names(ctx: Context, table = 'items'): Promise<string[]> {
   const rows = await ctx.sql<{ name: string }>(`SELECT name FROM "${table}" ORDER BY id`);
   return rows.map((r) => r.name);
 }
+
+/** The number of rows of `table`, read on a separate connection. */
+export async function count(ctx: Context, table: string): Promise<number> {
+  return Number((await ctx.sql(`SELECT COUNT(*) AS n FROM "${table}"`))[0].n);
+}
+
+/** The table items(id, name), created the same on every database. */
+export const namedTable = (table: string) => `CREATE TABLE "${table}" (${serialIdColumn}, name text NOT NULL)`;
+
+/** Statements that create `name`d table `slow`, whose COMMIT takes 300 ms after an insert into it. */
+export function slowCommitSchema(): string[] {
+  if (testDialect !== 'postgres') return [namedTable('slow')]; // the delay is installSlowHooks()'s, on the client side
+  return [
+    namedTable('slow'),
+    `CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`,
+    `CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow DEFERRABLE INITIALLY DEFERRED
+       FOR EACH ROW EXECUTE FUNCTION slow_commit()`,
+  ];
+}
+
+/**
+ * INSERT INTO `table` (name) VALUES (`name`) that stays running for `seconds` inside the transaction: a
+ * server-side sleep on PostgreSQL and MySQL; on SQLite (no sleep function, and a synchronous driver) the query
+ * runner awaits in JS before running it, still holding the transaction (installSlowHooks()).
+ */
+export function slowInsertSql(table: string, name: string, seconds: number): string {
+  if (testDialect === 'postgres') return `INSERT INTO ${table} (name) SELECT '${name}' FROM pg_sleep(${seconds})`;
+  if (testDialect === 'mysql') return `INSERT INTO ${table} (name) SELECT '${name}' FROM (SELECT SLEEP(${seconds})) AS s`;
+  return `INSERT INTO ${table} (name) SELECT '${name}' /* tsess-delay ${seconds} */`;
+}
+
+const hooked = new WeakSet<object>();
+
+/**
+ * Outside PostgreSQL, the two slow things the suites need are made on the client side, in the driver's query
+ * runner (so in the library's own path, between its decision and the database's answer): a COMMIT of a
+ * transaction that inserted into `slow` takes 300 ms before reaching the database (PostgreSQL: a deferred
+ * trigger with pg_sleep; MySQL has no deferred trigger, SQLite no sleep), and a statement marked by
+ * slowInsertSql() on SQLite waits before it runs.
+ */
+function installSlowHooks(dataSource: DataSource): void {
+  if (testDialect === 'postgres') return;
+  const probe = dataSource.createQueryRunner();
+  const proto = Object.getPrototypeOf(probe) as { query(text: string, ...rest: unknown[]): Promise<unknown> };
+  void probe.release();
+  if (hooked.has(proto)) return;
+  hooked.add(proto);
+  const original = proto.query;
+  proto.query = async function (this: { tsessSlowCommit?: boolean }, text: string, ...rest: unknown[]) {
+    const delay = /\/\* tsess-delay ([\d.]+) \*\//.exec(text);
+    if (delay) await sleep(Number(delay[1]) * 1000);
+    if (/^INSERT INTO [`"]?slow[`"]? /.test(text)) this.tsessSlowCommit = true;
+    if (text === 'COMMIT' && this.tsessSlowCommit) await sleep(300);
+    if (text === 'COMMIT' || text === 'ROLLBACK') this.tsessSlowCommit = false;
+    return original.call(this, text, ...rest);
+  };
+}
+
+export { sql, testDialect };
 
 export interface RawResponse {
   res: http.IncomingMessage;

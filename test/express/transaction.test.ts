@@ -6,30 +6,47 @@ import type { EventEmitter } from 'node:events';
 import request from 'supertest';
 import type { NextFunction, Request, Response } from 'express';
 import { CommitError, type TypeormSessionError } from '../../src/index.js';
-import { pool } from '../helpers/app.js';
-import { cookieOf, EXPRESS_MAJOR, express, names, rawRequest, useDatabase, warm, within } from './harness.js';
+import { commitFailure, connectionId, onlyOn, openTransactions, poolState, serialIdColumn } from '../helpers/dialect.js';
+import {
+  cookieOf,
+  count as countRows,
+  EXPRESS_MAJOR,
+  express,
+  namedTable,
+  names,
+  rawRequest,
+  slowCommitSchema,
+  slowInsertSql,
+  sql,
+  testDialect,
+  useDatabase,
+  warm,
+  within,
+} from './harness.js';
 
 const ctx = useDatabase(
   [
-    'CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)',
-    'CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)',
-    'CREATE TABLE uniq (id serial PRIMARY KEY, k text NOT NULL, CONSTRAINT uniq_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)',
+    namedTable('items'),
+    `CREATE TABLE users (${serialIdColumn}, email text NOT NULL)`,
+    ...(commitFailure?.schema ?? []),
     // A commit that takes 300 ms: a response sent before COMMIT finishes would be seen before the row is.
-    'CREATE TABLE slow (id serial PRIMARY KEY, name text NOT NULL)',
-    `CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`,
-    `CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow DEFERRABLE INITIALLY DEFERRED
-       FOR EACH ROW EXECUTE FUNCTION slow_commit()`,
+    ...slowCommitSchema(),
   ],
   ['items', 'users', 'uniq', 'slow'],
 );
 
 const session = (req: Request) => req.session as unknown as Record<string, unknown>;
-const insert = (req: Request, name: string, table = 'items') => req.db.query(`INSERT INTO ${table} (name) VALUES ($1)`, [name]);
-const count = async (table: string) => Number((await ctx.sql(`SELECT count(*)::int AS n FROM ${table}`))[0].n);
+const insert = (req: Request, name: string, table = 'items') => req.db.query(sql(`INSERT INTO ${table} (name) VALUES ($1)`), [name]);
+const count = (table: string) => countRows(ctx, table);
+/** The statement that opens a request's transaction: BEGIN IMMEDIATE on SQLite (it takes the write lock at once). */
+const BEGIN = testDialect === 'sqlite' ? 'BEGIN IMMEDIATE' : 'START TRANSACTION';
+const TX = /^(START TRANSACTION|BEGIN|COMMIT|ROLLBACK)/;
 
+/** Connections taken from the main DataSource's pool (pg-pool and mysql2's pool both emit 'acquire'). */
 function acquisitions(): () => number {
   let n = 0;
-  (pool(ctx.ds) as unknown as EventEmitter).on('acquire', () => n++);
+  const driver = ctx.ds.driver as unknown as { master?: EventEmitter; pool?: EventEmitter };
+  (testDialect === 'postgres' ? driver.master! : driver.pool!).on('acquire', () => n++);
   return () => n;
 }
 
@@ -37,8 +54,9 @@ describe('lazy', () => {
   test('a request that never touches req.db sends no statement and takes no connection', async () => {
     const app = ctx.app((a) => a.get('/plain', (_req, res) => void res.send('plain')));
     await warm(app);
-    const acquired = acquisitions();
-    const before = pool(ctx.ds).totalCount;
+    // SQLite has no pool to take a connection from: the empty statement log is the whole check there.
+    const acquired = onlyOn('postgres', 'mysql') ? acquisitions() : () => 0;
+    const before = poolState(ctx.ds).total;
     ctx.log.clear();
 
     const res = await request(app).get('/plain');
@@ -47,7 +65,8 @@ describe('lazy', () => {
     expect(res.text).toBe('plain');
     expect(ctx.log.queries).toEqual([]);
     expect(acquired()).toBe(0);
-    expect(pool(ctx.ds).totalCount).toBe(before);
+    expect(poolState(ctx.ds).total).toBe(before);
+    expect(await openTransactions(ctx.ds)).toBe(0);
   });
 
   test('reading the req.db property without querying sends nothing either', async () => {
@@ -58,7 +77,8 @@ describe('lazy', () => {
       }),
     );
     await warm(app);
-    const acquired = acquisitions();
+    // SQLite has no pool to take a connection from: the empty statement log is the whole check there.
+    const acquired = onlyOn('postgres', 'mysql') ? acquisitions() : () => 0;
     ctx.log.clear();
 
     const res = await request(app).get('/peek');
@@ -99,8 +119,8 @@ describe('lazy', () => {
 
     await request(app).post('/two').expect(200);
 
-    const tx = ctx.log.matching(/^(START TRANSACTION|COMMIT|ROLLBACK)/);
-    expect(tx).toEqual(['START TRANSACTION', 'COMMIT']);
+    const tx = ctx.log.matching(TX);
+    expect(tx).toEqual([BEGIN, 'COMMIT']);
     expect(await names(ctx)).toEqual(['one', 'two']);
   });
 });
@@ -168,7 +188,7 @@ describe('commit happens before the response leaves', () => {
     let late: unknown = 'not settled';
     const app = ctx.app((a) =>
       a.post('/unawaited', (req, res) => {
-        req.db.query(`INSERT INTO items (name) SELECT 'unawaited' FROM pg_sleep(0.2)`).then(
+        req.db.query(slowInsertSql('items', 'unawaited', 0.2)).then(
           () => (late = 'ok'),
           (err) => (late = err),
         );
@@ -188,14 +208,15 @@ describe('commit happens before the response leaves', () => {
 });
 
 describe('commit failure', () => {
-  test('a deferred constraint failing at COMMIT answers 500 with no cookie, and nothing is kept', async () => {
+  // MySQL/MariaDB have no commit-time failure to provoke (no deferred constraints): see commitFailure.
+  if (commitFailure) test('a deferred constraint failing at COMMIT answers 500 with no cookie, and nothing is kept', async () => {
+    const failure = commitFailure!;
     const errors: TypeormSessionError[] = [];
     const app = ctx.app(
       (a) =>
         a.post('/dup', async (req, res) => {
           session(req).x = 1;
-          await req.db.query(`INSERT INTO uniq (k) VALUES ('a')`);
-          await req.db.query(`INSERT INTO uniq (k) VALUES ('a')`);
+          await req.db.query(failure.statement('a'));
           await insert(req, 'with-dup');
           res.set('X-Handler', 'yes').location('/somewhere').status(200).json({ ok: true });
         }),
@@ -215,7 +236,7 @@ describe('commit failure', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toBeInstanceOf(CommitError);
     expect(errors[0]!.code).toBe('ERR_TRANSACTION_COMMIT');
-    expect((errors[0]!.cause as { code?: string }).code).toBe('23505');
+    expect((errors[0]!.cause as { code?: string }).code).toBe(failure.code);
   });
 });
 
@@ -296,7 +317,7 @@ describe('rollback', () => {
 
     expect(res.status).toBe(status);
     expect(await names(ctx)).toEqual([]);
-    expect(ctx.log.matching(/^(START TRANSACTION|COMMIT|ROLLBACK)/)).toEqual(['START TRANSACTION', 'ROLLBACK']);
+    expect(ctx.log.matching(TX)).toEqual([BEGIN, 'ROLLBACK']);
   });
 
   test('commitOn decides by status: with commitOn(s < 500) a 409 commits', async () => {
@@ -345,30 +366,43 @@ describe('rollback before release', () => {
         throw new Error('boom');
       },
     ],
-    [
+  ];
+  // MySQL/MariaDB have no commit-time failure to provoke (no deferred constraints): see commitFailure.
+  if (commitFailure) {
+    failing.push([
       'a failed COMMIT',
       async (req, res) => {
         await insert(req, 'leak');
-        await req.db.query(`INSERT INTO uniq (k) VALUES ('z'), ('z')`);
+        await req.db.query(commitFailure!.statement('z'));
         res.send('looks fine');
       },
-    ],
-  ];
+    ]);
+  }
+
+  /**
+   * Whether the connection is inside a transaction, asked on that connection: on PostgreSQL whether the
+   * statement is the first of its transaction and no transaction id was assigned, on MySQL @@in_transaction.
+   * SQLite's one connection says it itself (openTransactions()).
+   */
+  const cleanSql = {
+    postgres: 'SELECT (now() = statement_timestamp() AND txid_current_if_assigned() IS NULL) AS clean',
+    mysql: 'SELECT @@in_transaction = 0 AS clean',
+    sqlite: 'SELECT 1 AS clean',
+  }[testDialect];
 
   test.each(failing)('after %s, the next request on a 1-connection pool sees a clean connection', async (_label, handler) => {
-    const ds1 = await ctx.open({ extra: { max: 1 } });
-    let failedPid = 0;
+    const ds1 = await ctx.open({ poolSize: 1 } as never);
+    let failedId = '';
     const app = ctx.app(
       (a) => {
         a.post('/fail', async (req, res) => {
-          failedPid = (await req.db.query('SELECT pg_backend_pid() AS pid'))[0].pid;
+          failedId = await connectionId(req.db);
           await handler(req, res);
         });
         a.get('/check', async (req, res) => {
-          const [row] = await req.db.query(
-            `SELECT pg_backend_pid() AS pid, txid_current_if_assigned() AS txid, (SELECT count(*)::int FROM items) AS n`,
-          );
-          res.json(row);
+          const id = await connectionId(req.db);
+          const [row] = await req.db.query('SELECT COUNT(*) AS n FROM items');
+          res.json({ id, n: Number(row.n) });
         });
       },
       {},
@@ -377,14 +411,19 @@ describe('rollback before release', () => {
 
     expect((await request(app).post('/fail')).status).toBe(500);
     // Straight on the pool, outside any request: the connection must not still be inside the old transaction.
-    const [direct] = await ds1.query(
-      `SELECT pg_backend_pid() AS pid, now() = statement_timestamp() AS fresh, txid_current_if_assigned() AS txid,
-              (SELECT count(*)::int FROM items) AS n`,
-    );
+    expect(await openTransactions(ds1)).toBe(0);
+    const runner = ds1.createQueryRunner();
+    let direct: { id: string; clean: boolean; n: number };
+    try {
+      const [row] = await runner.query(`${cleanSql}, (SELECT COUNT(*) FROM items) AS n`);
+      direct = { id: await connectionId(runner.manager), clean: Boolean(Number(row.clean)), n: Number(row.n) };
+    } finally {
+      await runner.release();
+    }
     const next = await request(app).get('/check');
 
-    expect(direct).toEqual({ pid: failedPid, fresh: true, txid: null, n: 0 });
-    expect(next.body).toEqual({ pid: failedPid, txid: null, n: 0 });
+    expect(direct).toEqual({ id: failedId, clean: true, n: 0 });
+    expect(next.body).toEqual({ id: failedId, n: 0 });
     expect(await names(ctx)).toEqual([]);
   });
 });
@@ -393,7 +432,8 @@ describe('session writes join the request transaction', () => {
   function loginApp() {
     return ctx.app((a) => {
       a.post('/login', async (req, res) => {
-        const [user] = await req.db.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, ['a@example.com']);
+        await req.db.query(sql('INSERT INTO users (email) VALUES ($1)'), ['a@example.com']);
+        const [user] = await req.db.query(sql('SELECT id FROM users WHERE email = $1'), ['a@example.com']);
         session(req).userId = String(user.id);
         if (req.query.fail) {
           res.status(500).send('failed after login');
@@ -412,13 +452,8 @@ describe('session writes join the request transaction', () => {
     expect(res.headers['set-cookie']).toHaveLength(1);
     expect(await ctx.sql('SELECT id FROM users')).toEqual([{ id: res.body.id }]);
     expect(await ctx.sql('SELECT user_id FROM sessions')).toEqual([{ user_id: String(res.body.id) }]);
-    const statements = ctx.log.queries.filter((q) => /^(START TRANSACTION|COMMIT)|INSERT INTO (users|"sessions")/.test(q));
-    expect(statements.map((q) => q.split(' (')[0])).toEqual([
-      'START TRANSACTION',
-      'INSERT INTO users',
-      'INSERT INTO "sessions"',
-      'COMMIT',
-    ]);
+    const statements = ctx.log.queries.filter((q) => /^(START TRANSACTION|BEGIN|COMMIT)|INSERT INTO (users|["`]sessions["`])/.test(q));
+    expect(statements.map((q) => q.split(' (')[0])).toEqual([BEGIN, 'INSERT INTO users', sql('INSERT INTO "sessions"'), 'COMMIT']);
   });
 
   test('a login whose request then fails keeps neither the user nor the session, and sets no cookie', async () => {
