@@ -10,7 +10,7 @@ import express from 'express';
 import { sessionStore, type SessionStoreOptions, type SessionStoreMiddleware } from '../../src/index.js';
 import { withTurn } from '../../src/unit-of-work/connection.js';
 import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from '../helpers/database.js';
-import { openTransactions, poolState, sideQuery, sql, tableExists, testDialect } from '../helpers/dialect.js';
+import { openTransactions, poolState, sideQuery, sql, testDialect } from '../helpers/dialect.js';
 import { serialIdColumn } from '../helpers/dialect.js';
 import { destroyFully } from '../helpers/pool.js';
 
@@ -139,13 +139,19 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
     }
     // On a server: no connection to the test database is left inside a transaction.
     if (testDialect !== 'sqlite') expect(await openTransactions(ctx.ds)).toBe(0);
+    const catalog = {
+      postgres: "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'",
+      mysql: 'SELECT TABLE_NAME AS name FROM information_schema.tables WHERE TABLE_SCHEMA = DATABASE()',
+      sqlite: "SELECT name FROM sqlite_master WHERE type = 'table'",
+    }[testDialect];
+    const existing = new Set((await ctx.sql<{ name: string }>(catalog)).map((r) => r.name));
     for (const table of [...tables, 'sessions']) {
-      if (!(await tableExists(ctx.ds, table))) continue;
+      if (!existing.has(table)) continue;
       if (testDialect === 'postgres') await ctx.sql(`TRUNCATE "${table}" RESTART IDENTITY CASCADE`);
       else if (testDialect === 'mysql') await ctx.sql(`TRUNCATE TABLE "${table}"`);
       else {
         await ctx.sql(`DELETE FROM "${table}"`);
-        if (await tableExists(ctx.ds, 'sqlite_sequence')) await ctx.sql('DELETE FROM sqlite_sequence WHERE name = $1', [table]);
+        if (existing.has('sqlite_sequence')) await ctx.sql('DELETE FROM sqlite_sequence WHERE name = $1', [table]);
       }
     }
     log.clear();

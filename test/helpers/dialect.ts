@@ -197,3 +197,36 @@ export function selectSeries(lo: number, hi: number, columns: string): string {
   if (testDialect === 'mysql' && /^mariadb:/.test(mysqlUrl())) return `SELECT ${columns} FROM (SELECT seq AS i FROM seq_${lo}_to_${hi}) AS s`;
   return `WITH RECURSIVE s(i) AS (SELECT ${lo} UNION ALL SELECT i + 1 FROM s WHERE i < ${hi}) SELECT ${columns} FROM s`;
 }
+
+// ---- Auto-increment ids, and a COMMIT that fails after every statement succeeded (the Express suites). ----
+
+/** An auto-increment integer primary key column named id, for test tables. */
+export const serialIdColumn = {
+  postgres: 'id serial PRIMARY KEY',
+  mysql: 'id int AUTO_INCREMENT PRIMARY KEY',
+  sqlite: 'id INTEGER PRIMARY KEY AUTOINCREMENT',
+}[testDialect];
+
+/**
+ * A table `uniq` whose constraint is checked only at COMMIT, so every statement succeeds and the COMMIT fails:
+ * a DEFERRABLE INITIALLY DEFERRED unique constraint on PostgreSQL, a DEFERRABLE INITIALLY DEFERRED foreign key
+ * on SQLite (TypeORM's better-sqlite3 driver turns foreign_keys on). null on MySQL/MariaDB: InnoDB checks every
+ * constraint at the statement and has no deferred constraint or trigger, so no commit-time failure exists there.
+ * `statement(key)` leaves one violation pending for the COMMIT; `code` is the driver's error code for it.
+ */
+export const commitFailure: { schema: string[]; statement(key: string): string; code: string } | null = {
+  postgres: {
+    schema: ['CREATE TABLE uniq (id serial PRIMARY KEY, k text NOT NULL, CONSTRAINT uniq_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)'],
+    statement: (key: string) => `INSERT INTO uniq (k) VALUES ('${key}'), ('${key}')`,
+    code: '23505',
+  },
+  mysql: null,
+  sqlite: {
+    schema: [
+      'CREATE TABLE uniq_parent (k TEXT PRIMARY KEY)',
+      'CREATE TABLE uniq (id INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT NOT NULL REFERENCES uniq_parent (k) DEFERRABLE INITIALLY DEFERRED)',
+    ],
+    statement: (key: string) => `INSERT INTO uniq (k) VALUES ('${key}')`,
+    code: 'SQLITE_CONSTRAINT_FOREIGNKEY',
+  },
+}[testDialect];
