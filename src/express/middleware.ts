@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import expressSession, { type SessionOptions } from 'express-session';
 import type { EntityManager } from 'typeorm';
 import createDebug from 'debug';
@@ -7,7 +7,7 @@ import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.j
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
 import { bindEmitter } from '../unit-of-work/context.js';
-import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
+import { equipPrototype, RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
 import { forwardAsyncErrors } from './async-errors.js';
 import { CONTROL, type SessionControl } from './helpers.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
@@ -98,7 +98,7 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
     );
     req[SCOPE] = scope;
     const unitOfWork = scope.unitOfWork;
-    Object.defineProperty(req, 'db', { configurable: true, enumerable: false, get: () => unitOfWork.manager });
+    equipPrototype(expressRequestBase(req), (self: Request) => self[SCOPE]);
 
     const settle = (streaming: boolean): Verdict | Promise<Verdict> => {
       const commit = scope.willCommit();
@@ -127,10 +127,6 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
       }
     };
     const gate = new ResponseGate(res, settle, () => scope.sessionFailure);
-    req.commit = async () => {
-      // Streams: commit now, before the first byte. Later req.db queries are rejected.
-      await unitOfWork.finish(scope.willCommit());
-    };
 
     rollBackOnClientAbort(res, scope, () => gate.isOpen, debug);
 
@@ -171,4 +167,14 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
   Object.defineProperty(middleware, 'store', { value: store, enumerable: true });
   Object.defineProperty(middleware, 'close', { value: () => store.close() });
   return middleware;
+}
+
+/**
+ * Express's own request object, below each app's `app.request`: sub-apps give a request another
+ * `app.request`, but all of them inherit from this one. Never http.IncomingMessage.prototype itself.
+ */
+function expressRequestBase(req: IncomingMessage): object {
+  const appRequest = Object.getPrototypeOf(req) as object;
+  const base = Object.getPrototypeOf(appRequest) as object | null;
+  return base && base !== IncomingMessage.prototype ? base : appRequest;
 }

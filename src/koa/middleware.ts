@@ -7,7 +7,7 @@ import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.j
 import { TypeormSessionStore } from '../store/store.js';
 import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
+import { equipPrototype, RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
 import { bindEmitter } from '../unit-of-work/context.js';
 import { KOA_CONTROL } from './helpers.js';
@@ -87,6 +87,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     );
   }
   const transaction = resolveTransactionOptions(options.transaction);
+  if (transaction) equipPrototype(app.context, (ctx: KoaContext) => ctx.req?.[SCOPE]);
 
   const storeOptions: Record<string, unknown> = {};
   for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
@@ -131,7 +132,6 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     const scope = new RequestScope({ dataSource: store.dataSource, dialect: store.dialect, ...transaction }, () => ctx.status);
     ctx.req[SCOPE] = scope;
     const unitOfWork = scope.unitOfWork;
-    Object.defineProperty(ctx, 'db', { configurable: true, enumerable: false, get: () => unitOfWork.manager });
     rollBackOnClientAbort(ctx.res, scope, () => false, debug);
     // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where
     // currentManager() would find no request; keep them in this request's scope, as the Express adapter does.

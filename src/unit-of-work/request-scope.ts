@@ -54,6 +54,38 @@ export class RequestScope {
   run<T>(fn: () => T): T {
     return runInFrame(this.root, fn);
   }
+
+  /** Commits now (before streaming a response); later queries are rejected. */
+  async commit(): Promise<void> {
+    await this.unitOfWork.finish(this.willCommit());
+  }
+}
+
+/**
+ * Gives the objects of a framework's requests (Express's app.request, Koa's app.context) `db` and `commit`
+ * once, as accessors reading the request's scope. Defining them on each request object instead would push
+ * every request into V8's slow dictionary mode.
+ */
+const equipped = new WeakSet<object>();
+export function equipPrototype(proto: object, scopeOf: (self: any) => RequestScope | undefined): void {
+  if (equipped.has(proto)) return;
+  equipped.add(proto);
+  Object.defineProperty(proto, 'db', {
+    configurable: true,
+    enumerable: false,
+    get(this: unknown) {
+      return scopeOf(this)?.unitOfWork.manager;
+    },
+  });
+  Object.defineProperty(proto, 'commit', {
+    configurable: true,
+    enumerable: false,
+    writable: true,
+    value(this: unknown) {
+      const scope = scopeOf(this);
+      return scope ? scope.commit() : Promise.reject(new NoRequestScopeError('typeorm-session: commit() outside a request scope'));
+    },
+  });
 }
 
 /** The scope a store call belongs to: from the session's request when there is one, else the async context. */
