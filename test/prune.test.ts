@@ -1,5 +1,5 @@
 /**
- * Issue 5, pruning, against a real PostgreSQL: pruneExpired() deletes expired rows only, in bounded batches,
+ * Issue 5, pruning, against a real database (TEST_DB): pruneExpired() deletes expired rows only, in bounded batches,
  * under a lease that two instances (or a crashed one) respect; a million expired rows are pruned while other
  * clients keep being served; the background pruner starts lazily, never holds the process open, and stops on
  * close(); stats() counts exactly.

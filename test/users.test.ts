@@ -1,5 +1,5 @@
 /**
- * Issue 5, against a real PostgreSQL: per-user sessions (recorded user id, listing, revocation, over HTTP with
+ * Issue 5, against a real database (TEST_DB): per-user sessions (recorded user id, listing, revocation, over HTTP with
  * two clients), sessions that never come back from the dead (a save of a session loaded before its logout or
  * revocation), concurrent saves of one session (versioned, conflicts reported or rejected), and the idle and
  * absolute timeouts. The pruning half of the issue is in prune.test.ts.
