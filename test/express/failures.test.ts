@@ -1,28 +1,49 @@
 /**
- * Failures around the request's transaction: late queries, client aborts, an exhausted pool, a backend killed
- * mid-request. In each case: no row written outside the transaction, the real error reported, the connection
+ * Failures around the request's transaction: late queries, client aborts, an exhausted pool (SQLite: a turn
+ * lock held too long), a backend killed mid-request (servers only). In each case: no row written outside the transaction, the real error reported, the connection
  * released (checked after every test by the harness), and the process keeps serving.
  */
 import http from 'node:http';
 import request from 'supertest';
 import type { NextFunction, Request, Response } from 'express';
 import { AcquireTimeoutError, CommitError, TransactionClosedError, type TypeormSessionError } from '../../src/index.js';
-import { pool } from '../helpers/app.js';
-import { poolPids } from '../helpers/pool.js';
-import { deferred, eventually, names, sleep, useDatabase, within } from './harness.js';
+import type { DataSource } from 'typeorm';
+import { connectionId, holdFor, onlyOn, openTransactions, poolState } from '../helpers/dialect.js';
+import {
+  deferred,
+  eventually,
+  namedTable,
+  names,
+  sleep,
+  slowCommitSchema,
+  slowInsertSql,
+  sql,
+  testDialect,
+  useDatabase,
+  within,
+} from './harness.js';
 
-const ctx = useDatabase(
-  [
-    'CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)',
-    'CREATE TABLE slow (id serial PRIMARY KEY, name text NOT NULL)',
-    `CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`,
-    `CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow DEFERRABLE INITIALLY DEFERRED
-       FOR EACH ROW EXECUTE FUNCTION slow_commit()`,
-  ],
-  ['items', 'slow'],
-);
+const ctx = useDatabase([namedTable('items'), ...slowCommitSchema()], ['items', 'slow']);
 
-const insert = (req: Request, name: string, table = 'items') => req.db.query(`INSERT INTO ${table} (name) VALUES ($1)`, [name]);
+const insert = (req: Request, name: string, table = 'items') => req.db.query(sql(`INSERT INTO ${table} (name) VALUES ($1)`), [name]);
+
+/** No connection of `dataSource` is checked out or inside a transaction (SQLite: its one connection). */
+const settled = async (dataSource: DataSource) => {
+  const { total, idle, waiting } = poolState(dataSource);
+  if (total !== idle || waiting !== 0) return false;
+  return testDialect !== 'sqlite' || (await openTransactions(dataSource)) === 0;
+};
+
+/** Server-side ids of the connections in the pool: pg-pool's clients, mysql2's connections. */
+function poolIds(dataSource: DataSource): string[] {
+  const driver = dataSource.driver as unknown as {
+    master?: { _clients: Array<{ processID?: number }> };
+    pool?: { _allConnections: { length: number; get(i: number): { threadId?: number | null } } };
+  };
+  if (testDialect === 'postgres') return driver.master!._clients.map((c) => String(c.processID));
+  const all = driver.pool!._allConnections;
+  return Array.from({ length: all.length }, (_, i) => String(all.get(i).threadId));
+}
 
 /** Settles with the error a promise rejected with, or 'ok'. */
 const outcome = (p: Promise<unknown>) =>
@@ -134,7 +155,7 @@ describe('client abort', () => {
     const error = await within(done.promise, 5000, 'the handler to finish');
 
     expect(error).toBeInstanceOf(TransactionClosedError);
-    expect(await eventually(async () => (await names(ctx)).length === 0 && pool(ctx.ds).idleCount === pool(ctx.ds).totalCount)).toBe(true);
+    expect(await eventually(async () => (await names(ctx)).length === 0 && (await settled(ctx.ds)))).toBe(true);
     expect(await names(ctx)).toEqual([]);
     expect(ctx.log.matching(/^(COMMIT|ROLLBACK)/)).toEqual(['ROLLBACK']);
   });
@@ -145,7 +166,7 @@ describe('client abort', () => {
     const app = ctx.app((a) =>
       a.post('/abort', async (req, res) => {
         const slowInsert = insert(req, 'x').then(() =>
-          req.db.query(`INSERT INTO items (name) SELECT 'during-abort' FROM pg_sleep(0.3)`),
+          req.db.query(slowInsertSql('items', 'during-abort', 0.3)),
         );
         running.resolve();
         const result = await outcome(slowInsert);
@@ -164,19 +185,25 @@ describe('client abort', () => {
     const error = await within(done.promise, 5000, 'the handler to finish');
 
     expect(error).toBeInstanceOf(TransactionClosedError);
-    await eventually(() => pool(ctx.ds).idleCount === pool(ctx.ds).totalCount);
+    await eventually(() => settled(ctx.ds));
     expect(await names(ctx)).toEqual([]);
   });
 });
 
 describe('an exhausted pool', () => {
-  test('50 requests on a 2-connection pool each get 200 or 503, none hangs, and the pool ends idle', async () => {
-    const ds2 = await ctx.open({ extra: { max: 2 } });
+  // SQLite has no pool: there the same flood waits on the DataSource's turn lock, and a request that does not
+  // get its turn within acquireTimeoutMs answers 503 the same way (one transaction at a time, not two).
+  const label =
+    testDialect === 'sqlite'
+      ? '50 requests on one SQLite connection each get 200 or 503 from the turn lock, none hangs, and the lock ends free'
+      : '50 requests on a 2-connection pool each get 200 or 503, none hangs, and the pool ends idle';
+  test(label, async () => {
+    const ds2 = await ctx.open({ poolSize: 2 } as never);
     const errors: unknown[] = [];
     const app = ctx.app(
       (a) => {
         a.get('/hold', async (req, res) => {
-          await req.db.query('SELECT pg_sleep(0.3)');
+          await holdFor(req.db, 0.3);
           res.send('ok');
         });
         a.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
@@ -212,31 +239,33 @@ describe('an exhausted pool', () => {
     const ok = statuses.filter((s) => s === 200).length;
     const unavailable = statuses.filter((s) => s === 503).length;
     expect(ok + unavailable).toBe(50);
+    // A pool of 2 serves at least 2; SQLite's one connection serves at least one, then the next within 500 ms.
     expect(ok).toBeGreaterThanOrEqual(2);
     expect(unavailable).toBeGreaterThanOrEqual(1);
     expect(errors).toHaveLength(unavailable);
     for (const err of errors) expect(err).toBeInstanceOf(AcquireTimeoutError);
     // Connections handed over after their waiter gave up must go back to the pool, not leak.
-    expect(await eventually(() => pool(ds2).idleCount === pool(ds2).totalCount && pool(ds2).waitingCount === 0, 5000)).toBe(true);
+    expect(await eventually(() => settled(ds2), 5000)).toBe(true);
     // TypeORM lists no runner as connected that is already released (its destroy() would spin on it forever).
-    const driver = ds2.driver as unknown as { connectedQueryRunners: Array<{ isReleased: boolean }> };
-    expect(driver.connectedQueryRunners.filter((runner) => runner.isReleased)).toEqual([]);
-    // And the pool still serves.
+    const driver = ds2.driver as unknown as { connectedQueryRunners?: Array<{ isReleased: boolean }> };
+    expect((driver.connectedQueryRunners ?? []).filter((runner) => runner.isReleased)).toEqual([]);
+    // And the pool (SQLite: the lock) still serves.
     await request(app).get('/hold').expect(200, 'ok');
   });
 });
 
-describe('the backend killed mid-request', () => {
+// SQLite has no server connection that another client could end.
+if (onlyOn('postgres', 'mysql')) describe('the backend killed mid-request', () => {
   function killApp(after: 'query' | 'respond') {
     const errors: TypeormSessionError[] = [];
     const handlerErrors: unknown[] = [];
-    const pid = deferred<number>();
+    const pid = deferred<string>();
     const killed = deferred();
     const app = ctx.app(
       (a) => {
         a.post('/work', async (req, res) => {
           await insert(req, 'before-kill');
-          pid.resolve((await req.db.query('SELECT pg_backend_pid() AS pid'))[0].pid);
+          pid.resolve(await connectionId(req.db));
           await killed.promise;
           if (after === 'query') await insert(req, 'after-kill');
           res.send('looks fine');
@@ -255,11 +284,20 @@ describe('the backend killed mid-request', () => {
     return { app, errors, handlerErrors, pid, killed };
   }
 
-  async function kill(pid: number) {
-    const before = pool(ctx.ds).totalCount;
-    await ctx.sql('SELECT pg_terminate_backend($1)', [pid]);
+  /**
+   * What the driver says about a connection the server ended: PostgreSQL "terminating connection due to
+   * administrator command" / "Connection terminated"; mysql2 "Connection lost: The server closed the
+   * connection" or, writing on the dead socket, "This socket has been ended by the other party".
+   */
+  const killedCause = testDialect === 'mysql' ? /ended by the other party|connection lost|closed the connection/i : /terminat|connection/i;
+
+  async function kill(pid: string) {
+    const before = poolState(ctx.ds).total;
+    // From a connection of its own, outside the pool under test.
+    if (testDialect === 'mysql') await ctx.sql(`KILL ${Number(pid)}`);
+    else await ctx.sql('SELECT pg_terminate_backend($1)', [Number(pid)]);
     // Until TypeORM has seen the connection die and released the runner (the case that hid the real cause).
-    expect(await eventually(() => pool(ctx.ds).totalCount < before && !poolPids(ctx.ds).includes(pid), 5000)).toBe(true);
+    expect(await eventually(() => poolState(ctx.ds).total < before && !poolIds(ctx.ds).includes(pid), 5000)).toBe(true);
   }
 
   test('a query after the kill fails with the real cause, the client gets 500, the next request succeeds', async () => {
@@ -275,7 +313,7 @@ describe('the backend killed mid-request', () => {
     expect(handlerErrors).toHaveLength(1);
     const err = handlerErrors[0] as Error;
     expect(err.name).not.toBe('QueryRunnerAlreadyReleasedError');
-    expect(err.message).toMatch(/terminat|connection/i);
+    expect(err.message).toMatch(killedCause);
     expect(err.message).not.toMatch(/already released/i);
     await request(`http://127.0.0.1:${port}`).get('/next').expect(200, 'next ok');
     expect(await names(ctx)).toEqual(['next']);
@@ -296,15 +334,16 @@ describe('the backend killed mid-request', () => {
     expect(commitErrors).toHaveLength(1);
     const cause = commitErrors[0]!.cause as Error;
     expect(cause.name).not.toBe('QueryRunnerAlreadyReleasedError');
-    expect(cause.message).toMatch(/terminat|connection/i);
+    expect(cause.message).toMatch(killedCause);
     await request(`http://127.0.0.1:${port}`).get('/next').expect(200, 'next ok');
     expect(await names(ctx)).toEqual(['next']);
   });
 });
 
-describe('pooled connections', () => {
+// SQLite's connection is no event emitter: the library attaches no listener to it.
+if (onlyOn('postgres', 'mysql')) describe('pooled connections', () => {
   test('serving many requests adds no listeners to the pooled connection', async () => {
-    const ds1 = await ctx.open({ extra: { max: 1 } });
+    const ds1 = await ctx.open({ poolSize: 1 } as never);
     const app = ctx.app(
       (a) =>
         a.get('/q', async (req, res) => {
@@ -314,7 +353,12 @@ describe('pooled connections', () => {
       {},
       ds1,
     );
-    const client = () => (pool(ds1) as unknown as { _clients: Array<{ listenerCount(e: string): number }> })._clients[0]!;
+    type Emitter = { listenerCount(e: string): number };
+    const driver = ds1.driver as unknown as {
+      master?: { _clients: Emitter[] };
+      pool?: { _allConnections: { length: number; get(i: number): Emitter } };
+    };
+    const client = () => (testDialect === 'postgres' ? driver.master!._clients[0]! : driver.pool!._allConnections.get(0));
 
     await request(app).get('/q').expect(200);
     const listeners = client().listenerCount('error');
