@@ -238,8 +238,12 @@ export class UnitOfWork {
   }
 
   private realCause(err: unknown): unknown {
-    const released = (err as { name?: string } | null)?.name === 'QueryRunnerAlreadyReleasedError';
-    return released && this.connectionError ? this.connectionError : err;
+    const { name, message } = (err ?? {}) as { name?: string; message?: string };
+    const released = name === 'QueryRunnerAlreadyReleasedError';
+    // mysql2: once the connection has failed (the server killed it), every later command fails with "Can't add
+    // new command when connection is in closed state", which hides why it closed; the error event said why.
+    const closedState = typeof message === 'string' && /connection is in closed state/.test(message);
+    return (released || closedState) && this.connectionError ? this.connectionError : err;
   }
 
   private async release(runner: QueryRunner): Promise<void> {
