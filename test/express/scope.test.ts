@@ -9,7 +9,7 @@ import type { Request } from 'express';
 import { currentManager, NoRequestScopeError, withTransaction } from '../../src/index.js';
 import type { EntityManager } from 'typeorm';
 import { connectionId, onlyOn } from '../helpers/dialect.js';
-import { deferred, express, namedTable, names, sleep, sql, testDialect, useDatabase, within } from './harness.js';
+import { deferred, eventually, express, namedTable, names, sleep, sql, testDialect, useDatabase, within } from './harness.js';
 
 const ctx = useDatabase([namedTable('items')], ['items']);
 
@@ -280,7 +280,7 @@ describe('the async context', () => {
     const base = `http://127.0.0.1:${port}`;
 
     const first = request(base).get('/mine/a').then((r) => r);
-    await within((async () => { while (!events.includes('a has the transaction')) await sleep(5); })(), 5000, 'a to start');
+    expect(await eventually(() => events.includes('a has the transaction'), 5000)).toBe(true);
     const [a, b] = await within(Promise.all([first, request(base).get('/mine/b')]), 10_000, 'both');
 
     expect(a.status).toBe(200);
