@@ -3,10 +3,11 @@
 // request, ratios to the anchors and the issue's targets; writes .bench-results/latest.json.
 //
 // Environment:
-//   DATABASE_URL           use this PostgreSQL (a database "tsess_bench" is created on it and dropped after);
+//   DATABASE_URL           use this PostgreSQL (a database "tsess_bench_<pid>" is created on it and dropped after);
 //                          unset: an embedded PostgreSQL is started (examples/database.mjs)
 //   BENCH_DURATION         seconds measured per run (default 10)
 //   BENCH_WARMUP           seconds of unmeasured load before each run (default 2)
+//   BENCH_SLICES           slices the measured time of each store is cut into, stores taking turns (default 5)
 //   BENCH_ONLY             comma-separated scenarios to run (read,write,login,db,nodb,prune,memory)
 //   BENCH_MEMORY_REQUESTS  requests in the memory check (default 200000)
 //   BENCH_STORES           comma-separated stores to run (see bench/stores.mjs), for quick checks
@@ -30,9 +31,12 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SERVER = join(root, 'bench/server.mjs');
 const PRUNER = join(root, 'bench/pruner.mjs');
 const OUT = join(root, '.bench-results');
+// This run's private files (the compiled library), removed at the end; per process, so runs never collide.
+const WORK = join(OUT, `run-${process.pid}`);
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const SLICES = Number(process.env.BENCH_SLICES ?? 5);
 const CONNECTIONS = 20;
 const SESSIONS = 1000;
 const EXPIRED_ROWS = 1_000_000;
@@ -131,19 +135,43 @@ async function load(port, requests, { duration, amount, stopWhen } = {}) {
   });
   stopWhen?.then(() => instance.stop());
   const result = await instance;
-  const sorted = latencies.subarray(0, count).sort();
-  const seconds = result.duration;
-  return {
-    rps: result.requests.total / seconds,
+  return summarize([
+    {
+      latencies: latencies.subarray(0, count),
+      requests: result.requests.total,
+      seconds: result.duration,
+      non2xx: result.non2xx,
+      errors: result.errors,
+      timeouts: result.timeouts,
+    },
+  ]);
+}
+
+/** Adds up load slices: req/s over their total time, percentiles over all their latencies. */
+function summarize(slices) {
+  const total = slices.reduce((n, s) => n + s.latencies.length, 0);
+  const sorted = new Float64Array(total);
+  let at = 0;
+  for (const s of slices) {
+    sorted.set(s.latencies, at);
+    at += s.latencies.length;
+  }
+  sorted.sort();
+  const sum = (key) => slices.reduce((n, s) => n + s[key], 0);
+  const seconds = sum('seconds');
+  const result = {
+    rps: sum('requests') / seconds,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
-    requests: result.requests.total,
+    requests: sum('requests'),
     seconds,
-    non2xx: result.non2xx,
-    errors: result.errors,
-    timeouts: result.timeouts,
-    statusCodes: result.statusCodeStats,
+    non2xx: sum('non2xx'),
+    errors: sum('errors'),
+    timeouts: sum('timeouts'),
   };
+  // Kept for merging slices, but out of spreads and the JSON.
+  Object.defineProperty(result, 'latencies', { value: sorted, enumerable: false });
+  return result;
 }
 
 function cookieCycler(cookies) {
@@ -201,7 +229,8 @@ async function admin(url, work) {
 }
 
 async function createBenchDatabase(url) {
-  const name = 'tsess_bench';
+  // Per run, so two runs against one server cannot drop each other's database.
+  const name = `tsess_bench_${process.pid}`;
   try {
     await admin(url, async (c) => {
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
@@ -216,9 +245,7 @@ async function createBenchDatabase(url) {
   return { url: own.toString(), drop: () => admin(url, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) };
 }
 
-async function freshTable(url, store) {
-  const table = stores[store].table;
-  if (!table) return;
+async function dropTable(url, table) {
   await admin(url, async (c) => {
     await c.query(`DROP TABLE IF EXISTS "${table}_lease"`);
     await c.query(`DROP TABLE IF EXISTS "${table}"`);
@@ -249,40 +276,57 @@ function describe(run) {
   return problems.join(', ');
 }
 
-async function measureStore(ctx, scenario, store) {
-  await freshTable(ctx.url, store);
-  const server = startServer(store, scenario, ctx.env);
+/**
+ * Runs one scenario for several stores. Every store's server is started first; the measured time is then
+ * cut into BENCH_SLICES slices given to the stores in turn (the order rotating), so a change in the
+ * machine's background load during the scenario falls on every store alike instead of on whichever store
+ * ran at that moment.
+ */
+async function measureScenario(ctx, scenario, list) {
+  for (const table of new Set(list.map((store) => stores[store].table))) if (table) await dropTable(ctx.url, table);
+  const servers = [];
   try {
-    const port = await server.ready;
-    const cookies = ['read', 'write'].includes(scenario) ? await seed(port) : [];
+    for (const store of list) {
+      const server = startServer(store, scenario, ctx.env);
+      servers.push({ store, server, port: await server.ready, slices: [] });
+    }
+    for (const s of servers) s.requests = requestsFor[scenario](['read', 'write'].includes(scenario) ? await seed(s.port) : []);
     await admin(ctx.url, (c) => c.query('CHECKPOINT'));
-    const requests = requestsFor[scenario](cookies);
-    if (WARMUP > 0) await load(port, requests, { duration: WARMUP });
-    await server.call({ type: 'reset' });
-    const measured = await load(port, requests, { duration: DURATION });
-    const stats = await server.call({ type: 'stats' });
-    const run = {
-      scenario,
-      store,
-      label: stores[store].label,
-      ...measured,
-      serverRequests: stats.requests,
-      serverErrors: stats.errors,
-      lastServerError: stats.lastError,
-      ...perRequest(stats, stats.requests),
-    };
-    results.runs.push(run);
-    const problems = describe(run);
-    log(
-      `  ${scenario.padEnd(6)} ${run.label.padEnd(46)} ${fmt(run.rps).padStart(7)} req/s  p50 ${fmt(run.p50, 2).padStart(6)} ms` +
-        `  p99 ${fmt(run.p99, 2).padStart(6)} ms  ${run.queriesPerRequest.toFixed(2)} queries/req  ${fmt(run.cpuMicrosPerRequest).padStart(5)} µs CPU/req` +
-        `${problems ? `  !! ${problems}` : ''}`,
-    );
-    if (run.lastServerError) log(`         last server error: ${run.lastServerError.split('\n')[0]}`);
-    return run;
+    for (const s of servers) if (WARMUP > 0) await load(s.port, s.requests, { duration: WARMUP });
+    for (const s of servers) await s.server.call({ type: 'reset' });
+    for (let slice = 0; slice < SLICES; slice++) {
+      for (let i = 0; i < servers.length; i++) {
+        const s = servers[(slice + i) % servers.length];
+        s.slices.push(await load(s.port, s.requests, { duration: DURATION / SLICES }));
+      }
+    }
+    for (const s of servers) {
+      const stats = await s.server.call({ type: 'stats' });
+      const measured = summarize(s.slices);
+      const run = {
+        scenario,
+        store: s.store,
+        label: stores[s.store].label,
+        ...measured,
+        serverRequests: stats.requests,
+        serverErrors: stats.errors,
+        lastServerError: stats.lastError,
+        ...perRequest(stats, stats.requests),
+      };
+      results.runs.push(run);
+      const problems = describe(run);
+      log(
+        `  ${scenario.padEnd(6)} ${run.label.padEnd(46)} ${fmt(run.rps).padStart(7)} req/s  p50 ${fmt(run.p50, 2).padStart(6)} ms` +
+          `  p99 ${fmt(run.p99, 2).padStart(6)} ms  ${run.queriesPerRequest.toFixed(2)} queries/req  ${fmt(run.cpuMicrosPerRequest).padStart(5)} µs CPU/req` +
+          `${problems ? `  !! ${problems}` : ''}`,
+      );
+      if (run.lastServerError) log(`         last server error: ${run.lastServerError.split('\n')[0]}`);
+    }
   } finally {
-    await server.close();
-    noteStderr(`${scenario}/${store}`, server.stderr());
+    for (const s of servers) {
+      await s.server.close();
+      noteStderr(`${scenario}/${s.store}`, s.server.stderr());
+    }
   }
 }
 
@@ -295,7 +339,7 @@ function noteStderr(name, lines) {
 }
 
 async function pruneScenario(ctx) {
-  await freshTable(ctx.url, 'ours');
+  await dropTable(ctx.url, stores.ours.table);
   const server = startServer('ours', 'prune', ctx.env);
   try {
     const port = await server.ready;
@@ -317,9 +361,10 @@ async function pruneScenario(ctx) {
     const requests = requestsFor.read(cookies);
     if (WARMUP > 0) await load(port, requests, { duration: WARMUP });
 
+    // Reads without pruning: half the time before the prune and half after it, merged, so that a drift in
+    // the machine's background load does not land on one side of the comparison only.
     await server.call({ type: 'reset' });
-    const quiet = await load(port, requests, { duration: DURATION });
-    const quietStats = await server.call({ type: 'stats' });
+    const before = await load(port, requests, { duration: DURATION / 2 });
 
     const pruner = fork(PRUNER, [], { env: { ...process.env, ...ctx.env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const state = { mode: null, deleted: 0, doneMs: null, error: null };
@@ -348,6 +393,7 @@ async function pruneScenario(ctx) {
     });
     await started;
     if (state.error) throw new Error(`pruner: ${state.error}`);
+    const beforeStats = await server.call({ type: 'stats' });
     await server.call({ type: 'reset' });
     const windowStart = Date.now();
     // Measured while the prune runs: for DURATION seconds, or until the prune ends if it ends sooner.
@@ -365,13 +411,19 @@ async function pruneScenario(ctx) {
       c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tsess-bench-pruner'"),
     );
     if (state.error) throw new Error(`pruner: ${state.error}`);
+    await server.call({ type: 'reset' });
+    const after = await load(port, requests, { duration: DURATION / 2 });
+    const afterStats = await server.call({ type: 'stats' });
+    const quiet = summarize([before, after]);
     const rowsPerSecond = deletedInWindow / (windowMs / 1000);
     results.prune = {
       mode: state.mode,
       expiredRows: EXPIRED_ROWS,
       insertMs,
-      quiet: { ...quiet, ...perRequest(quietStats, quietStats.requests) },
+      quiet: { ...quiet, before: { ...before }, after: { ...after } },
       during: { ...during, ...perRequest(duringStats, duringStats.requests) },
+      beforeQueries: perRequest(beforeStats, beforeStats.requests),
+      afterQueries: perRequest(afterStats, afterStats.requests),
       windowMs,
       deletedInWindow,
       finished,
@@ -381,7 +433,10 @@ async function pruneScenario(ctx) {
     };
     const p = results.prune;
     log(`  prune  pruner: ${p.mode}`);
-    log(`  prune  reads, no prune:     ${fmt(quiet.rps)} req/s  p50 ${fmt(quiet.p50, 2)} ms  p99 ${fmt(quiet.p99, 2)} ms ${describe(quiet)}`);
+    log(
+      `  prune  reads, no prune:     ${fmt(quiet.rps)} req/s  p50 ${fmt(quiet.p50, 2)} ms  p99 ${fmt(quiet.p99, 2)} ms ` +
+        `(before: p99 ${fmt(before.p99, 2)} ms, after: p99 ${fmt(after.p99, 2)} ms) ${describe(quiet)}`,
+    );
     log(
       `  prune  reads, during prune: ${fmt(during.rps)} req/s  p50 ${fmt(during.p50, 2)} ms  p99 ${fmt(during.p99, 2)} ms ` +
         `(window ${fmt(windowMs / 1000, 1)} s, ${fmt(deletedInWindow)} rows deleted in it) ${describe(during)}`,
@@ -398,7 +453,7 @@ async function pruneScenario(ctx) {
 }
 
 async function memoryScenario(ctx) {
-  await freshTable(ctx.url, 'ours');
+  await dropTable(ctx.url, stores.ours.table);
   const server = startServer('ours', 'memory', ctx.env, { gc: true });
   try {
     const port = await server.ready;
@@ -561,7 +616,7 @@ function printReport(meta) {
  * sql/ are left alone, and nothing rebuilding dist/ during the run can change what is measured midway.
  */
 function buildLibrary() {
-  const lib = join(OUT, 'lib');
+  const lib = join(WORK, 'lib');
   rmSync(lib, { recursive: true, force: true });
   mkdirSync(OUT, { recursive: true });
   let project = join(root, 'tsconfig.esm.json');
@@ -570,7 +625,7 @@ function buildLibrary() {
   if (ref) {
     const commit = git(['rev-parse', '--short', `${ref}^{commit}`]);
     if (!commit) throw new Error(`BENCH_REF=${ref} is not a commit`);
-    const tree = join(OUT, 'ref');
+    const tree = join(WORK, 'ref');
     rmSync(tree, { recursive: true, force: true });
     mkdirSync(tree, { recursive: true });
     const tar = execFileSync('git', ['archive', '--format=tar', commit, 'src', 'tsconfig.json', 'tsconfig.esm.json'], { cwd: root });
@@ -581,7 +636,7 @@ function buildLibrary() {
     const dirty = git(['status', '--porcelain', '--', 'src']) !== '';
     label = `working tree at ${git(['rev-parse', '--short', 'HEAD']) || '?'}${dirty ? ' + uncommitted src/ changes' : ''}`;
   }
-  log(`compiling the library (${label}) into .bench-results/lib ...`);
+  log(`compiling the library (${label}) into ${WORK.slice(root.length + 1)}/lib ...`);
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   try {
     execFileSync(process.execPath, [tsc, '-p', project, '--outDir', lib, '--declaration', 'false', '--sourceMap', 'false'], {
@@ -610,11 +665,12 @@ function git(args) {
 
 async function main() {
   const t0 = Date.now();
-  const library = buildLibrary();
-  log(process.env.DATABASE_URL ? 'database: DATABASE_URL' : 'database: starting an embedded PostgreSQL ...');
-  const database = await startDatabase();
+  let database;
   let bench;
   try {
+    const library = buildLibrary();
+    log(process.env.DATABASE_URL ? 'database: DATABASE_URL' : 'database: starting an embedded PostgreSQL ...');
+    database = await startDatabase();
     bench = await createBenchDatabase(database.url);
     const ctx = { url: bench.url, env: { DATABASE_URL: bench.url, BENCH_LIB: library.entry } };
     const postgres = await admin(bench.url, async (c) => (await c.query('SHOW server_version')).rows[0].server_version);
@@ -644,7 +700,8 @@ async function main() {
     ];
     for (const [scenario, list] of plan) {
       if (ONLY && !ONLY.has(scenario)) continue;
-      for (const store of list) if (!STORES || STORES.has(store)) await measureStore(ctx, scenario, store);
+      const chosen = list.filter((store) => !STORES || STORES.has(store));
+      if (chosen.length) await measureScenario(ctx, scenario, chosen);
     }
     if (!ONLY || ONLY.has('prune')) await pruneScenario(ctx);
     if (!ONLY || ONLY.has('memory')) await memoryScenario(ctx);
@@ -659,7 +716,8 @@ async function main() {
     log(`results: .bench-results/latest.json, .bench-results/latest.txt`);
   } finally {
     await bench?.drop().catch(() => undefined);
-    await database.stop();
+    await database?.stop();
+    rmSync(WORK, { recursive: true, force: true });
   }
 }
 
