@@ -269,8 +269,10 @@ describe('the async context', () => {
         events.push(`${who} arrives`);
         await insert(req, who);
         events.push(`${who} has the transaction`);
-        // Held for a while: another request running now would be interleaved here.
-        await sleep(100);
+        // a keeps its transaction until b has arrived and asked for its own: were they not serialised, b's
+        // would start here, inside a's.
+        if (who === 'a') await eventually(() => events.includes('b arrives'), 5000);
+        await sleep(20);
         const seen = (await currentManager().query(sql('SELECT name FROM items ORDER BY id'))).map((r: { name: string }) => r.name);
         events.push(`${who} done`);
         res.json({ seen });
