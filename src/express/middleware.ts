@@ -61,6 +61,14 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
   const sessionOptions: Record<string, unknown> = { resave: false, saveUninitialized: false };
   for (const name of sessionOptionNames) if (options[name] !== undefined) sessionOptions[name] = options[name];
   const session = expressSession({ ...(sessionOptions as unknown as SessionOptions), store });
+  // express-session installs its id generator on the store; note each id it makes inside a request scope,
+  // so the store knows no row exists for it yet (see RequestScope.unsavedIds).
+  const generate = (store as unknown as { generate: (req: Request) => void }).generate;
+  (store as unknown as { generate: (req: Request) => void }).generate = (req: Request) => {
+    generate(req);
+    const id = (req as { sessionID?: string }).sessionID;
+    if (id) req[SCOPE]?.unsavedIds.add(id);
+  };
   const report = reporter(options.onError, debug);
 
   const control: SessionControl = { store, cookieName: options.name ?? 'connect.sid' };

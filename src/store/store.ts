@@ -343,6 +343,8 @@ export class TypeormSessionStore extends Store {
       version: loaded?.version,
     };
     if (!loaded) {
+      // From here on a row may exist for this id, so a later destroy must really delete.
+      scopeOf(session)?.unsavedIds.delete(sid);
       await this.query('set', this.statements.upsert, values, session);
       return;
     }
@@ -385,6 +387,10 @@ export class TypeormSessionStore extends Store {
   }
 
   private async erase(sid: string | string[]): Promise<void> {
+    if (typeof sid === 'string' && scopeOf()?.unsavedIds.has(sid)) {
+      debug('destroy of a session id generated in this request and never saved: nothing to delete');
+      return;
+    }
     const ids = (Array.isArray(sid) ? sid : [sid]).map(digest);
     if (ids.length === 1) {
       await this.query('destroy', this.statements.destroy, { id: ids[0] });

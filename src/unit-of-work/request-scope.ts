@@ -29,6 +29,11 @@ export class RequestScope {
   sessionDiscarded = false;
   /** A session write ran inside the transaction, so it shares the transaction's fate. */
   sessionJoined = false;
+  /**
+   * Session ids express-session generated in this request and nobody has saved yet: no row can exist for
+   * them, so destroying one (regenerate() at login destroys the fresh id first) needs no round trip.
+   */
+  readonly unsavedIds = new Set<string>();
 
   constructor(
     options: RequestScopeOptions,
