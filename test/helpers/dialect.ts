@@ -16,16 +16,21 @@ export const testDialect: TestDialect = ((): TestDialect => {
   return value;
 })();
 
-export const mysqlUrl = () => process.env.MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
+/** MYSQL_URL: mysql://... for MySQL, mariadb://... for MariaDB (TypeORM reads some catalog columns differently). */
+export const mysqlUrl = () => process.env.MYSQL_URL ?? 'mariadb://root@127.0.0.1:3306/test';
+const asMysqlScheme = (url: string) => url.replace(/^mariadb:/, 'mysql:');
 
 /** Runs `work` only on the databases that have the feature (a killed backend, roles, a TCP server). */
 export const onlyOn = (...dialects: TestDialect[]) => dialects.includes(testDialect);
 
-export async function mysqlAdmin<T>(work: (query: (sql: string) => Promise<unknown>) => Promise<T>): Promise<T> {
+/** Runs `work` on an admin connection to the MySQL server; `query` resolves to mysql2's [rows, fields]. */
+export async function mysqlAdmin<T>(
+  work: (query: (sql: string, params?: unknown[]) => Promise<unknown>) => Promise<T>,
+): Promise<T> {
   const mysql = await import('mysql2/promise');
-  const connection = await mysql.createConnection(mysqlUrl());
+  const connection = await mysql.createConnection(asMysqlScheme(mysqlUrl()));
   try {
-    return await work((sql) => connection.query(sql));
+    return await work((sql, params) => connection.query(sql, params));
   } finally {
     await connection.end();
   }
@@ -54,6 +59,7 @@ export async function createDialectDatabase(): Promise<{ name: string; url: stri
 export function optionsForUrl(url: string): Record<string, unknown> {
   if (url.startsWith('sqlite:')) return { type: 'better-sqlite3', database: url.slice('sqlite:'.length) };
   if (url.startsWith('mysql:')) return { type: 'mysql', url };
+  if (url.startsWith('mariadb:')) return { type: 'mariadb', url: asMysqlScheme(url) };
   return { type: 'postgres', url };
 }
 
@@ -110,6 +116,102 @@ export function poolState(dataSource: DataSource): { total: number; idle: number
     };
   }
   return { total: 1, idle: 1, waiting: 0 };
+}
+
+// ---- Catalog introspection: what a table looks like to the database itself, not to the store. ----
+
+/** The file of a sqlite:<file> test database URL. */
+export const sqliteFile = (url: string) => url.slice('sqlite:'.length);
+
+/** How the store's error messages name the test database: its name on a server, its file on SQLite. */
+export const databaseLabel = (db: { name: string; url: string }) => (testDialect === 'sqlite' ? sqliteFile(db.url) : db.name);
+
+/** Whether `table` exists as a table in the DataSource's own database (schema, on PostgreSQL). */
+export async function tableExists(dataSource: DataSource, table: string): Promise<boolean> {
+  const query = {
+    postgres: 'SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1',
+    mysql:
+      "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ? AND table_type = 'BASE TABLE'",
+    sqlite: "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?",
+  }[testDialect];
+  const n = Number((await dataSource.query(query, [table]))[0].n);
+  if (n > 1) throw new Error(`${n} tables named ${table}`);
+  return n === 1;
+}
+
+/**
+ * The table's indexes, primary key included, as sorted `name(column,...)` strings. Each database names the
+ * primary key's index its own way: the constraint name on PostgreSQL, always PRIMARY on MySQL,
+ * sqlite_autoindex_<table>_1 on SQLite (which keeps the constraint name only in the CREATE text).
+ */
+export async function indexesOf(dataSource: DataSource, table: string): Promise<string[]> {
+  const query = {
+    postgres: `SELECT i.relname AS name, string_agg(a.attname, ',' ORDER BY k.ord) AS columns
+      FROM pg_index x
+      JOIN pg_class t ON t.oid = x.indrelid
+      JOIN pg_class i ON i.oid = x.indexrelid
+      CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+      WHERE t.relname = $1 AND t.relnamespace = current_schema()::regnamespace
+      GROUP BY i.relname`,
+    mysql: `SELECT INDEX_NAME AS name, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) AS columns
+      FROM information_schema.statistics WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? GROUP BY INDEX_NAME`,
+    sqlite: `SELECT l.name AS name, (SELECT group_concat(name, ',') FROM (SELECT name FROM pragma_index_info(l.name) ORDER BY seqno)) AS columns
+      FROM pragma_index_list(?) AS l`,
+  }[testDialect];
+  const rows: Array<{ name: string; columns: string }> = await dataSource.query(query, [table]);
+  return rows.map((r) => `${r.name}(${r.columns})`).sort();
+}
+
+/** What indexesOf() shows for a session table made by the store, print-sql or the migration. */
+export function sessionTableIndexes(table: string): string[] {
+  const primaryKey = { postgres: `PK_${table}`, mysql: 'PRIMARY', sqlite: `sqlite_autoindex_${table}_1` }[testDialect];
+  return [`IDX_${table}_expires_at(expires_at)`, `IDX_${table}_user_id(user_id)`, `${primaryKey}(id)`].sort();
+}
+
+export interface ColumnInfo {
+  name: string;
+  /** The type as the database reports it, length included: character varying(64), varchar(64), bigint(20) ... */
+  type: string;
+  nullable: boolean;
+  default: string | null;
+}
+
+/** The table's columns, sorted by name, as the database's catalog describes them. */
+export async function columnsOf(dataSource: DataSource, table: string): Promise<ColumnInfo[]> {
+  if (testDialect === 'sqlite') {
+    const rows: Array<{ name: string; type: string; notnull: number; dflt_value: string | null }> = await dataSource.query(
+      'SELECT name, type, "notnull", dflt_value FROM pragma_table_info(?) ORDER BY name',
+      [table],
+    );
+    return rows.map((r) => ({ name: r.name, type: r.type, nullable: !r.notnull, default: r.dflt_value }));
+  }
+  const rows: Array<{ name: string; type: string; length: number | null; nullable: string; dflt: string | null }> =
+    await dataSource.query(
+      testDialect === 'mysql'
+        ? `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, NULL AS length, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS dflt
+           FROM information_schema.columns WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY COLUMN_NAME`
+        : `SELECT column_name AS name, data_type AS type, character_maximum_length AS length, is_nullable AS nullable,
+             column_default AS dflt
+           FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY column_name`,
+      [table],
+    );
+  return rows.map((r) => ({
+    name: r.name,
+    type: r.length == null ? r.type : `${r.type}(${r.length})`,
+    nullable: r.nullable === 'YES',
+    default: r.dflt == null ? null : String(r.dflt),
+  }));
+}
+
+/**
+ * Runs a multi-statement SQL script (a sql/<dialect>.sql file, the SQL block of an error message) one
+ * statement at a time: not every driver takes several statements in one query.
+ */
+export async function runScript(dataSource: DataSource, script: string): Promise<void> {
+  for (const statement of script.split(';\n').map((s) => s.trim())) {
+    if (statement && !/^(--[^\n]*\n?)*$/.test(statement)) await dataSource.query(statement);
+  }
 }
 
 // ---- SQL on a side connection, and the per-database SQL the prune/users/koa suites need. ----
