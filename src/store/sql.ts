@@ -220,10 +220,15 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
     // PostgreSQL looks the name up in the catalog (resolved through search_path like every other statement
     // here), so a missing table is a `false` row, not a failed query that TypeORM and the server log as an
     // error on every first start. Elsewhere the probe fails with "no such table", which ensureTable also reads.
+    // Each database's catalog answers, so a missing table is a 0/false row, not a failed query that TypeORM
+    // and the server log as an error on every first start. (PostgreSQL resolves the name through
+    // search_path, like every other statement here.)
     exists: compile(
       dialect === 'postgres'
         ? `SELECT to_regclass('${t}') IS NOT NULL AS ${q('found')}`
-        : `SELECT 1 FROM ${t} WHERE 1 = 0`,
+        : dialect === 'mysql'
+          ? `SELECT COUNT(*) AS ${q('found')} FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '${table}'`
+          : `SELECT COUNT(*) AS ${q('found')} FROM sqlite_master WHERE type = 'table' AND name = '${table}'`,
     ),
     get: compile(
       `SELECT ${q('data')}, ${q('expires_at')}, ${q('version')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`,
