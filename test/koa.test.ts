@@ -24,6 +24,8 @@ import {
 import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from './helpers/database.js';
 import { connectionId, holdFor, onlyOn, openTransactions, poolState, sideQuery, sql as dialectSql, testDialect } from './helpers/dialect.js';
 import { destroyFully } from './helpers/pool.js';
+import { deferred, eventually, sleep, within, type Deferred } from './helpers/async.js';
+import { rawRequest, type RawResponse } from './helpers/raw-http.js';
 
 const serial = { postgres: 'serial PRIMARY KEY', mysql: 'INT AUTO_INCREMENT PRIMARY KEY', sqlite: 'INTEGER PRIMARY KEY AUTOINCREMENT' }[testDialect];
 const SCHEMA = [
@@ -58,94 +60,7 @@ const COMMIT_FAILURE_CODE = testDialect === 'sqlite' ? 'SQLITE_CONSTRAINT_FOREIG
 
 // ---- async and raw-HTTP tools ------------------------------------------------------------------------------
 
-interface Deferred<T = void> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-}
-
-function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((res) => (resolve = res));
-  return { promise, resolve };
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` until it returns true, for at most `timeoutMs`; returns whether it did. */
-async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(10);
-  }
-}
-
-/** Fails with `label` when `promise` has not settled within `ms`: a bound on a wait, never a timing assertion. */
-function within<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms: ${label}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-interface RawResponse {
-  res: http.IncomingMessage;
-  /** The next body chunk (the stream is paused again afterwards); null once the body ended. */
-  nextChunk(): Promise<string | null>;
-  /** The rest of the body; `complete` is false when the connection broke before its end. */
-  rest(): Promise<{ body: string; complete: boolean }>;
-}
-
-/**
- * A request through Node's http client that resolves as soon as the status line and headers arrive, without
- * reading the body, so the test can look at the database at that moment.
- */
-function rawRequest(port: number, path: string, options: { method?: string } = {}): Promise<RawResponse> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', agent: false }, (res) => {
-      res.pause();
-      let ended = false;
-      res.once('end', () => (ended = true));
-      const closed = new Promise<void>((r) => res.once('close', () => r()));
-      resolve({
-        res,
-        nextChunk: () =>
-          new Promise((resolveChunk) => {
-            if (ended || res.destroyed) return resolveChunk(null);
-            const onData = (chunk: Buffer) => {
-              res.pause();
-              cleanup();
-              resolveChunk(chunk.toString());
-            };
-            const onEnd = () => {
-              cleanup();
-              resolveChunk(null);
-            };
-            const cleanup = () => {
-              res.off('data', onData);
-              res.off('end', onEnd);
-              res.off('close', onEnd);
-            };
-            res.on('data', onData);
-            res.once('end', onEnd);
-            res.once('close', onEnd);
-            res.resume();
-          }),
-        rest: async () => {
-          let body = '';
-          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-          res.resume();
-          await closed;
-          return { body, complete: res.complete && ended };
-        },
-      });
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+// (the async and raw-HTTP tools are shared with the Express suite: test/helpers/async.ts, raw-http.ts)
 
 // ---- harness -----------------------------------------------------------------------------------------------
 

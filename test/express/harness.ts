@@ -18,42 +18,8 @@ export { express };
 /** The Express major under test (jest maps `express` to express 4 when EXPRESS_VERSION=4). */
 export const EXPRESS_MAJOR = process.env.EXPRESS_VERSION === '4' ? 4 : 5;
 
-export interface Deferred<T = void> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: unknown): void;
-}
-
-export function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` until it returns true, for at most `timeoutMs`; returns whether it did. */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(10);
-  }
-}
-
-/** Fails with `label` when `promise` has not settled within `ms` (a bounded wait, never a timing assertion). */
-export function within<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms: ${label}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+import { eventually, sleep, within } from '../helpers/async.js';
+export { deferred, eventually, sleep, within, type Deferred } from '../helpers/async.js';
 
 export interface Context {
   db: TestDatabase;
@@ -255,72 +221,7 @@ function installSlowHooks(dataSource: DataSource): void {
 
 export { sql, testDialect };
 
-export interface RawResponse {
-  res: http.IncomingMessage;
-  /** Resolves with the next body chunk (the stream is paused again afterwards); null when the body ended. */
-  nextChunk(): Promise<string | null>;
-  /** Reads the rest of the body; `complete` is false when the connection broke before the end of the body. */
-  rest(): Promise<{ body: string; complete: boolean; error?: Error }>;
-}
-
-/**
- * Sends a request with Node's http client and resolves as soon as the status line and headers arrive, without
- * reading the body, so the test can look at the database at that exact moment.
- */
-export function rawRequest(
-  port: number,
-  path: string,
-  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
-): Promise<RawResponse> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers: options.headers, agent: false },
-      (res) => {
-        res.pause();
-        let error: Error | undefined;
-        res.on('error', (err) => (error = err));
-        const closed = new Promise<void>((r) => res.once('close', () => r()));
-        let ended = false;
-        res.once('end', () => (ended = true));
-        resolve({
-          res,
-          nextChunk: () =>
-            new Promise((resolveChunk) => {
-              if (ended || res.destroyed) return resolveChunk(null);
-              const onData = (chunk: Buffer) => {
-                res.pause();
-                cleanup();
-                resolveChunk(chunk.toString());
-              };
-              const onEnd = () => {
-                cleanup();
-                resolveChunk(null);
-              };
-              const cleanup = () => {
-                res.off('data', onData);
-                res.off('end', onEnd);
-                res.off('close', onEnd);
-              };
-              res.on('data', onData);
-              res.once('end', onEnd);
-              res.once('close', onEnd);
-              res.resume();
-            }),
-          rest: async () => {
-            let body = '';
-            res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-            res.resume();
-            await closed;
-            return { body, complete: res.complete && ended, error };
-          },
-        });
-      },
-    );
-    req.on('error', reject);
-    if (options.body !== undefined) req.write(options.body);
-    req.end();
-  });
-}
+export { rawRequest, type RawResponse } from '../helpers/raw-http.js';
 
 /** The name=value part of a Set-Cookie header, for sending back. */
 export function cookieOf(setCookie: string[] | string | undefined): string {
