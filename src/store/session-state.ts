@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 
 /**
  * The key a session is stored under: the SHA-256 of its id, hex. A copy of the table therefore holds no
@@ -6,8 +6,11 @@ import { createHash } from 'node:crypto';
  * that all(), ids() and the per-user listing expose.
  */
 export function digest(sessionId: string): string {
-  return createHash('sha256').update(sessionId).digest('hex');
+  return oneShot ? oneShot('sha256', sessionId, 'hex') : crypto.createHash('sha256').update(sessionId).digest('hex');
 }
+
+// crypto.hash() (Node 20.12+) hashes without making a Hash object: this runs on every request with a cookie.
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
 
 /** A short, non-reversible tag for log lines, so a log never carries a session id or even a full digest. */
 export function logTag(handle: string): string {
@@ -53,3 +56,6 @@ export interface LoadedState {
 }
 
 export const LOADED = Symbol('typeorm-session.loaded');
+
+/** On the plain object get() returns: what createSession() then records as LOADED on the session it makes. */
+export const FETCHED = Symbol('typeorm-session.fetched');

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * Everything that differs between databases lives here: identifier quoting, placeholders, column types,
  * the upsert, and the shipped CREATE TABLE text. The store only ever asks this file for statements.
@@ -13,6 +15,8 @@ export type DialectName = (typeof dialectNames)[number];
 export interface Statement {
   readonly sql: string;
   readonly names: readonly string[];
+  /** PostgreSQL: the prepared statement's name (derived from its text); unset for one-off statements. */
+  readonly name?: string;
 }
 
 export type Params = Record<string, unknown>;
@@ -201,7 +205,7 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
   const spec = specs[dialect];
   const q = spec.quote;
   const t = q(table);
-  const compile = (text: string): Statement => {
+  const compile = (text: string, prepared = true): Statement => {
     const names: string[] = [];
     const sql = text.replace(/:([a-zA-Z]\w*)/g, (_, name: string) => {
       if (dialect === 'postgres') {
@@ -211,15 +215,14 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
       names.push(name);
       return spec.placeholder(names.length);
     });
-    return { sql, names };
+    // The name is the text's digest, so one name never stands for two texts on a connection (pg refuses that).
+    const name = dialect === 'postgres' && prepared ? `tsess_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}` : undefined;
+    return { sql, names, name };
   };
   const overwritten = ['data', 'updated_at', 'user_id'].map(q);
   const lease = q(objectNames(table).lease);
   const live = `${q('expires_at')} > :now`;
   return {
-    // PostgreSQL looks the name up in the catalog (resolved through search_path like every other statement
-    // here), so a missing table is a `false` row, not a failed query that TypeORM and the server log as an
-    // error on every first start. Elsewhere the probe fails with "no such table", which ensureTable also reads.
     // Each database's catalog answers, so a missing table is a 0/false row, not a failed query that TypeORM
     // and the server log as an error on every first start. (PostgreSQL resolves the name through
     // search_path, like every other statement here.)
@@ -229,6 +232,7 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
         : dialect === 'mysql'
           ? `SELECT COUNT(*) AS ${q('found')} FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '${table}'`
           : `SELECT COUNT(*) AS ${q('found')} FROM sqlite_master WHERE type = 'table' AND name = '${table}'`,
+      false,
     ),
     get: compile(
       `SELECT ${q('data')}, ${q('expires_at')}, ${q('version')} FROM ${t} WHERE ${q('id')} = :id AND ${live}`,
@@ -262,8 +266,9 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
     ids: compile(`SELECT ${q('id')} FROM ${t} WHERE ${live}`),
     count: compile(`SELECT COUNT(*) AS ${q('n')} FROM ${t} WHERE ${live}`),
     clear: compile(`DELETE FROM ${t}`),
+    // One text per count: not prepared, or each connection would keep up to 500 of them.
     destroyMany: (count) =>
-      compile(`DELETE FROM ${t} WHERE ${q('id')} IN (${Array.from({ length: count }, (_, i) => `:id${i}`).join(', ')})`),
+      compile(`DELETE FROM ${t} WHERE ${q('id')} IN (${Array.from({ length: count }, (_, i) => `:id${i}`).join(', ')})`, false),
     listByUser: compile(
       `SELECT ${['id', 'data', 'created_at', 'updated_at', 'expires_at'].map(q).join(', ')} FROM ${t} ` +
         `WHERE ${q('user_id')} = :userId AND ${live} ORDER BY ${q('updated_at')} DESC`,

@@ -28,18 +28,15 @@ import {
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { scopeOf } from '../unit-of-work/request-scope.js';
-import { withTurn } from '../unit-of-work/connection.js';
-import { digest, expiryOf, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
+import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
+import { digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
 
-type StoredSession = SessionData & { [LOADED]?: LoadedState };
+type StoredSession = SessionData & { [FETCHED]?: LoadedState; [LOADED]?: LoadedState };
 
 // Deleting many ids binds one parameter each; chunks stay well under every driver's parameter limit.
 const DESTROY_CHUNK = 500;
-
-// How long a store statement waits for SQLite's single connection while a request transaction holds it.
-const SQLITE_TURN_TIMEOUT_MS = 10_000;
 
 /**
  * An express-session Store kept in a SQL table through TypeORM. Every method takes an optional callback and
@@ -52,7 +49,7 @@ export class TypeormSessionStore extends Store {
   private readonly statements: Statements;
   private readonly registration: Promise<void>;
   private readiness: Promise<void> | undefined;
-  private readonly loaded = new WeakMap<object, LoadedState>();
+  private readonly execute: Executor;
   private readonly pruner: PruneTimer | undefined;
   private closed = false;
   private readyDone = false;
@@ -71,6 +68,7 @@ export class TypeormSessionStore extends Store {
     this.dialect = dialect;
     this.tableName = tableName;
     this.statements = compileStatements(dialect, tableName);
+    this.execute = poolExecutor(dataSource, dialect);
     this.registration = registerEntity(dataSource, sessionEntity({ tableName }));
     // Awaited in ready(); a rejection here must not surface as unhandled before that.
     this.registration.catch(() => undefined);
@@ -115,7 +113,15 @@ export class TypeormSessionStore extends Store {
   override touch(sid: string, session: SessionData): Promise<void>;
   override touch(sid: string, session: SessionData, callback: Callback<void>): void;
   override touch(sid: string, session: SessionData, callback?: Callback<void>) {
-    return settle(this.extend(sid, session), callback);
+    const values = this.touchValues(session);
+    if (values === undefined) {
+      // Inside the throttle window: nothing to write, so answer at once. express-session then sends the
+      // response in one piece instead of all but its last byte now and the rest a tick later.
+      if (typeof callback !== 'function') return Promise.resolve();
+      callback(null);
+      return undefined;
+    }
+    return settle(this.extend(sid, session, values), callback);
   }
 
   /** Live sessions keyed by their opaque handle (the id's digest), since ids are not stored. */
@@ -147,8 +153,8 @@ export class TypeormSessionStore extends Store {
   /** Records what was loaded, so touch() can skip writes and save() can update only what it loaded. */
   override createSession(req: Parameters<Store['createSession']>[0], session: SessionData) {
     const created = super.createSession(req, session);
-    const state = (session as StoredSession)[LOADED];
-    if (state) this.loaded.set(created, state);
+    const state = (session as StoredSession)[FETCHED];
+    if (state) markLoaded(created, state);
     return created;
   }
 
@@ -271,7 +277,7 @@ export class TypeormSessionStore extends Store {
       return this.query(operation, statement, values);
     }
     try {
-      return await this.runOnPool(statement.sql, bind(statement, values));
+      return await this.execute(statement, bind(statement, values));
     } catch (cause) {
       throw new StoreQueryError(`typeorm-session: session ${operation} failed`, { cause });
     }
@@ -304,7 +310,7 @@ export class TypeormSessionStore extends Store {
     const session = this.decode(handle, row.data);
     if (session) {
       const state: LoadedState = { expiresAt: Number(row.expires_at), version: Number(row.version) };
-      Object.defineProperty(session, LOADED, { value: state, enumerable: false, configurable: true });
+      Object.defineProperty(session, FETCHED, { value: state, enumerable: false, configurable: true });
     }
     return session;
   }
@@ -312,7 +318,7 @@ export class TypeormSessionStore extends Store {
   private async write(sid: string, session: SessionData): Promise<void> {
     const now = this.options.now();
     const expires = expiryOf(session as SessionLike, now, this.options.ttlMs);
-    await this.save(sid, session, expires, now, this.loaded.get(session));
+    await this.save(sid, session, expires, now, (session as StoredSession)[LOADED]);
   }
 
   /**
@@ -329,7 +335,7 @@ export class TypeormSessionStore extends Store {
   /** get(), plus the state a later setWithExpiry() needs; for adapters without express-session's createSession. */
   async getWithState(sid: string): Promise<{ data: SessionData; loaded: LoadedState } | null> {
     const data = (await this.read(sid)) as StoredSession | null;
-    return data ? { data, loaded: data[LOADED]! } : null;
+    return data ? { data, loaded: data[FETCHED]! } : null;
   }
 
   private async save(sid: string, session: object, expires: number, now: number, loaded: LoadedState | undefined) {
@@ -375,15 +381,21 @@ export class TypeormSessionStore extends Store {
     await this.save(sid, session, expires, now, loaded);
   }
 
-  private async extend(sid: string, session: SessionData): Promise<void> {
+  /** What a touch would write, or undefined inside the throttle window (the stored expiry is recent enough). */
+  private touchValues(session: SessionData): TouchValues | undefined {
     const now = this.options.now();
     const expires = Math.min(expiryOf(session as SessionLike, now, this.options.ttlMs), now + this.options.absoluteMs);
     const window = Math.floor(Math.min(this.options.touchAfterMs, Math.max(0, (expires - now) / 10)));
-    const state = this.loaded.get(session);
-    if (state && expires - state.expiresAt < window) return;
-    const values = { id: digest(sid), expires, now, threshold: expires - window, absolute: this.options.absoluteMs };
+    const state = (session as StoredSession)[LOADED];
+    if (state && expires - state.expiresAt < window) return undefined;
+    return { expires, now, threshold: expires - window };
+  }
+
+  private async extend(sid: string, session: SessionData, touch: TouchValues): Promise<void> {
+    const values = { id: digest(sid), ...touch, absolute: this.options.absoluteMs };
     await this.query('touch', this.statements.touch, values, session);
-    if (state) state.expiresAt = expires;
+    const state = (session as StoredSession)[LOADED];
+    if (state) state.expiresAt = touch.expires;
   }
 
   private async erase(sid: string | string[]): Promise<void> {
@@ -494,27 +506,12 @@ export class TypeormSessionStore extends Store {
         table: tableName,
         createTable,
         existsSql: this.statements.exists.sql,
-        run: async (sql) => (await this.runOnPool(sql, [])).records,
+        run: async (sql) => (await this.execute({ sql, names: [] }, [])).records,
       });
     } catch (err) {
       if (err instanceof TypeormSessionError) throw err;
       throw new StoreQueryError(`typeorm-session: checking the session table "${tableName}" failed`, { cause: err });
     }
-  }
-
-  private async runOnPool(sql: string, parameters: unknown[]): Promise<QueryOutcome> {
-    const { dataSource } = this.options;
-    // On SQLite this waits for any request transaction holding the single connection, so the statement
-    // never runs inside someone else's transaction.
-    return withTurn(dataSource, this.dialect, SQLITE_TURN_TIMEOUT_MS, async () => {
-      const queryRunner = dataSource.createQueryRunner();
-      try {
-        const result = (await queryRunner.query(sql, parameters, true)) as { records?: unknown[]; affected?: number };
-        return { records: result.records ?? [], affected: result.affected ?? 0 };
-      } finally {
-        await queryRunner.release();
-      }
-    });
   }
 
   /**
@@ -523,7 +520,7 @@ export class TypeormSessionStore extends Store {
    * finished, in a request that will roll back, is skipped. Everything else runs on the pool as one statement.
    */
   private async query(operation: string, statement: Statement, values: Params, session?: unknown): Promise<QueryOutcome> {
-    await this.ready();
+    if (!this.readyDone) await this.ready();
     const scope = scopeOf(session);
     const parameters = bind(statement, values);
     try {
@@ -536,7 +533,7 @@ export class TypeormSessionStore extends Store {
         debug('%s skipped: the request is rolling back', operation);
         return { records: [], affected: 0 };
       }
-      return await this.runOnPool(statement.sql, parameters);
+      return await this.execute(statement, parameters);
     } catch (cause) {
       const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
         cause: scope ? scope.unitOfWork.causeOf(cause) : cause,
@@ -549,9 +546,15 @@ export class TypeormSessionStore extends Store {
 
 const WRITES = new Set(['set', 'touch', 'destroy']);
 
-interface QueryOutcome {
-  records: unknown[];
-  affected: number;
+interface TouchValues {
+  expires: number;
+  now: number;
+  threshold: number;
+}
+
+/** Ties what was loaded to the session object express-session made from it (invisible to JSON and for-in). */
+function markLoaded(session: object, state: LoadedState): void {
+  Object.defineProperty(session, LOADED, { value: state, enumerable: false, configurable: true, writable: true });
 }
 
 /** One of a user's sessions, as listByUser() returns it. */
