@@ -552,6 +552,8 @@ function printReport(meta) {
   }
   if (find('nodb', 'ours')) {
     other.push(['nodb', 'sessionStore() / no session middleware', `${fmt(ratio('nodb', 'ours', 'none'), 2)}x`]);
+    other.push(['nodb', 'an empty middleware / no session middleware', `${fmt(ratio('nodb', 'empty-middleware', 'none'), 2)}x`]);
+    other.push(['nodb', 'sessionStore() / an empty middleware', `${fmt(ratio('nodb', 'ours', 'empty-middleware'), 2)}x`]);
     other.push(['nodb', 'express-session + MemoryStore / no session middleware', `${fmt(ratio('nodb', 'memory', 'none'), 2)}x`]);
     other.push(['nodb', 'sessionStore() / express-session + TypeormSessionStore', `${fmt(ratio('nodb', 'ours', 'ours-store'), 2)}x`]);
   }
@@ -696,7 +698,7 @@ async function main() {
       ['write', sessionStores],
       ['login', sessionStores],
       ['db', ['ours', 'handwritten-qr', 'datasource-query']],
-      ['nodb', ['none', 'ours', 'memory', 'ours-store']],
+      ['nodb', ['none', 'empty-middleware', 'ours', 'memory', 'ours-store']],
     ];
     for (const [scenario, list] of plan) {
       if (ONLY && !ONLY.has(scenario)) continue;

@@ -71,6 +71,10 @@ export async function buildApp(store, url) {
   switch (store) {
     case 'none':
       break;
+    case 'empty-middleware':
+      // What mounting any middleware costs Express: one more layer for the router to match and call.
+      app.use((req, res, next) => next());
+      break;
     case 'memory':
       app.use(session({ ...sessionOptions, store: new session.MemoryStore() }));
       break;
@@ -123,7 +127,9 @@ export async function buildApp(store, url) {
     case 'ours': {
       const { sessionStore } = await loadLibrary();
       dataSource = await ourDataSource(url);
-      const middleware = sessionStore({ dataSource, secret: SECRET, cookie: { maxAge: DAY_MS } });
+      // BENCH_OURS_OPTIONS (JSON) adds options, to measure what one costs (e.g. {"transaction":false}).
+      const extra = JSON.parse(process.env.BENCH_OURS_OPTIONS ?? '{}');
+      const middleware = sessionStore({ dataSource, secret: SECRET, cookie: { maxAge: DAY_MS }, ...extra });
       app.use(middleware);
       cleanup.push(() => middleware.close(), () => dataSource.destroy());
       break;

@@ -11,6 +11,8 @@ export const stores = {
   'datasource-query': { label: 'dataSource.query(), no transaction', table: 'sessions' },
   // No session middleware at all.
   none: { label: 'express, no session middleware', table: null },
+  // One middleware that only calls next(): the least any middleware costs.
+  'empty-middleware': { label: 'express + an empty middleware', table: null },
 };
 
 /** Stores whose /db route exists (a TypeORM DataSource of our kind). */

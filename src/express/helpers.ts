@@ -2,30 +2,24 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { NoRequestScopeError } from '../errors.js';
 import { getPath, setPath } from '../session-fields.js';
 import type { TypeormSessionStore } from '../store/store.js';
-
-/** What the middleware leaves on each request for these helpers. */
-export const CONTROL = Symbol('typeorm-session.control');
-
-export interface SessionControl {
-  store: TypeormSessionStore;
-  cookieName: string;
-}
+import { requestScope } from '../unit-of-work/request-scope.js';
+import { ExpressRequestState } from './request-state.js';
 
 type Req = IncomingMessage & {
   session?: any;
   sessionID?: string;
   headers: IncomingMessage['headers'];
   ip?: string;
-  [CONTROL]?: SessionControl;
 };
 type Res = ServerResponse & { clearCookie?: (name: string, options?: object) => unknown };
 
-function control(req: Req): SessionControl & { session: any } {
-  const found = req[CONTROL];
-  if (!found || !req.session) {
+function control(req: Req): { store: TypeormSessionStore; cookieName: string; session: any } {
+  const state = requestScope(req);
+  const session = state instanceof ExpressRequestState ? req.session : undefined;
+  if (!(state instanceof ExpressRequestState) || !session) {
     throw new NoRequestScopeError('typeorm-session: sign-in helpers need a request that went through sessionStore()');
   }
-  return { ...found, session: req.session };
+  return { store: state.config.store, cookieName: state.config.name, session };
 }
 
 const promisify = (fn: (cb: (err?: unknown) => void) => void) =>

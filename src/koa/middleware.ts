@@ -7,7 +7,7 @@ import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.j
 import { TypeormSessionStore } from '../store/store.js';
 import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { equipPrototype, RequestScope, SCOPE } from '../unit-of-work/request-scope.js';
+import { attachScope, equipPrototype, RequestScope, requestScope } from '../unit-of-work/request-scope.js';
 import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
 import { bindEmitter } from '../unit-of-work/context.js';
 import { KOA_CONTROL } from './helpers.js';
@@ -52,14 +52,13 @@ interface KoaApp {
 }
 
 interface KoaContext {
-  req: IncomingMessage & { [SCOPE]?: RequestScope };
+  req: IncomingMessage;
   res: ServerResponse;
   status: number;
   body: unknown;
   db?: EntityManager;
   remove(field: string): void;
   set(field: string, value: string): void;
-  [SCOPE]?: RequestScope;
 }
 
 export type KoaSessionStoreMiddleware = ((ctx: any, next: () => Promise<unknown>) => Promise<void>) & {
@@ -87,7 +86,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     );
   }
   const transaction = resolveTransactionOptions(options.transaction);
-  if (transaction) equipPrototype(app.context, (ctx: KoaContext) => ctx.req?.[SCOPE]);
+  if (transaction) equipPrototype(app.context, (ctx: KoaContext) => requestScope(ctx.req));
 
   const storeOptions: Record<string, unknown> = {};
   for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
@@ -123,14 +122,19 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
   const report = reporter(options.onError, debug);
 
   const middleware = async function typeormKoaSession(ctx: KoaContext, next: () => Promise<unknown>) {
-    if (ctx.req[SCOPE]) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
+    if (requestScope(ctx.req)) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
     // Before the request's transaction can exist (see the Express adapter).
     if (!store.isReady) await store.ready();
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 
-    const scope = new RequestScope({ dataSource: store.dataSource, dialect: store.dialect, ...transaction }, () => ctx.status);
-    ctx.req[SCOPE] = scope;
+    const scope = new RequestScope(
+      { dataSource: store.dataSource, dialect: store.dialect, transactional: true, ...transaction },
+      ctx.req,
+      ctx.res,
+      () => ctx.status,
+    );
+    attachScope(ctx.req, scope);
     const unitOfWork = scope.unitOfWork;
     rollBackOnClientAbort(ctx.res, scope, () => false, debug);
     // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where

@@ -27,7 +27,7 @@ import {
 } from './sql.js';
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
-import { scopeOf } from '../unit-of-work/request-scope.js';
+import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
 import { digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
@@ -137,6 +137,22 @@ export class TypeormSessionStore extends Store {
     return settle(this.countLive(), callback);
   }
 
+  /**
+   * A new session for the request (express-session's regenerate()). A session id made earlier in the same
+   * request and never saved has no row, so nothing is deleted for it: a login is one statement, not two.
+   */
+  override regenerate(req: Parameters<Store['regenerate']>[0], callback: (err?: unknown) => void): void {
+    const scope = requestScope(req);
+    const id = (req as { sessionID?: string }).sessionID;
+    if (scope !== undefined && typeof id === 'string' && scope.isUnsaved(id)) {
+      debug('regenerate of a session id made in this request and never saved: nothing to delete');
+      (this as unknown as { generate(req: unknown): void }).generate(req);
+      callback();
+      return;
+    }
+    super.regenerate(req, callback);
+  }
+
   override clear(): Promise<void>;
   override clear(callback: Callback<void>): void;
   override clear(callback?: Callback<void>) {
@@ -156,6 +172,20 @@ export class TypeormSessionStore extends Store {
     const state = (session as StoredSession)[FETCHED];
     if (state) markLoaded(created, state);
     return created;
+  }
+
+  /**
+   * For sessionStore(), which makes its own Session objects: carries what get() loaded (`data`) over to the
+   * session made from it, as createSession() does. @internal
+   */
+  adoptLoaded(data: object, session: object): void {
+    const state = (data as StoredSession)[FETCHED];
+    if (state) markLoaded(session, state);
+  }
+
+  /** Whether touch() would write now (false inside the throttle window). @internal */
+  touchIsDue(session: SessionData): boolean {
+    return this.touchValues(session) !== undefined;
   }
 
   /** Stops the background pruner (waiting for a prune in progress). The DataSource stays open: it is yours. */
@@ -271,7 +301,7 @@ export class TypeormSessionStore extends Store {
   /** One statement on the pool, outside any request scope, errors wrapped. */
   private async maintenance(operation: string, statement: Statement, values: Params): Promise<QueryOutcome> {
     const scope = scopeOf(undefined);
-    if (this.dialect === 'sqlite' && scope?.unitOfWork.isOpen && scope.unitOfWork.dataSource === this.options.dataSource) {
+    if (this.dialect === 'sqlite' && scope?.joins(this.options.dataSource)) {
       // SQLite's one connection is held by this request's transaction until the request ends: waiting for
       // our turn on it would deadlock, so there the prune can only join that transaction.
       return this.query(operation, statement, values);
@@ -350,7 +380,7 @@ export class TypeormSessionStore extends Store {
     };
     if (!loaded) {
       // From here on a row may exist for this id, so a later destroy must really delete.
-      scopeOf(session)?.unsavedIds.delete(sid);
+      scopeOf(session)?.noteSaved(sid);
       await this.query('set', this.statements.upsert, values, session);
       return;
     }
@@ -399,7 +429,7 @@ export class TypeormSessionStore extends Store {
   }
 
   private async erase(sid: string | string[]): Promise<void> {
-    if (typeof sid === 'string' && scopeOf()?.unsavedIds.has(sid)) {
+    if (typeof sid === 'string' && scopeOf()?.isUnsaved(sid)) {
       debug('destroy of a session id generated in this request and never saved: nothing to delete');
       return;
     }
@@ -524,7 +554,7 @@ export class TypeormSessionStore extends Store {
     const scope = scopeOf(session);
     const parameters = bind(statement, values);
     try {
-      if (scope && scope.unitOfWork.isOpen && scope.unitOfWork.dataSource === this.options.dataSource) {
+      if (scope !== undefined && scope.joins(this.options.dataSource)) {
         scope.sessionJoined = true;
         return await scope.unitOfWork.query(statement.sql, parameters);
       }
@@ -536,7 +566,7 @@ export class TypeormSessionStore extends Store {
       return await this.execute(statement, parameters);
     } catch (cause) {
       const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
-        cause: scope ? scope.unitOfWork.causeOf(cause) : cause,
+        cause: scope ? scope.causeOf(cause) : cause,
       });
       if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
       throw error;

@@ -11,8 +11,8 @@ import type { RequestScope } from './request-scope.js';
  */
 export interface ScopeFrame {
   readonly scope: RequestScope;
-  /** Nested scopes opened inside this frame run one at a time, in call order. */
-  queue: Promise<void>;
+  /** Nested scopes opened inside this frame run one at a time, in call order (unset until the first). */
+  queue: Promise<void> | undefined;
 }
 
 const storage = new AsyncLocalStorage<ScopeFrame>();
@@ -28,7 +28,7 @@ export function currentFrame(): ScopeFrame | undefined {
 /** The EntityManager of the current request's transaction. Throws outside a request, or after it finished. */
 export function currentManager(): EntityManager {
   const frame = storage.getStore();
-  if (!frame) {
+  if (!frame || !frame.scope.options.transactional) {
     throw new NoRequestScopeError(
       'typeorm-session: currentManager() was called outside a request scope (is the sessionStore middleware mounted, ' +
         'and is this code running inside a request?)',
@@ -44,14 +44,19 @@ export function currentManager(): EntityManager {
 }
 
 /**
- * Keeps listeners added to `emitter` inside the current frame. Body parsers read the request through 'data'
- * and 'end' listeners, which Node runs in the emitter's own async context; without this, code after a body
- * parser would lose the request scope.
+ * Runs listeners added to a request inside its frame. Body parsers read the request through 'data' and 'end'
+ * listeners, which Node runs in the socket's async context; without this, code after a body parser would
+ * lose the request scope. Defined on a prototype (Express's request) or one emitter (Koa's ctx.req).
+ *
+ * Only on() and its aliases: once() goes through on() with Node's own wrapper, which is left as it is, so
+ * removeListener() still finds it (a second wrapper would hide it).
  */
-export function bindEmitter(emitter: EventEmitter, frame: ScopeFrame): void {
-  for (const method of ['on', 'addListener', 'once', 'prependListener', 'prependOnceListener'] as const) {
-    const original = emitter[method];
-    emitter[method] = function (this: EventEmitter, event: string | symbol, listener: (...args: any[]) => void) {
+export function bindListeners(target: EventEmitter, frameOf: (emitter: any) => ScopeFrame | undefined): void {
+  for (const method of ['on', 'addListener', 'prependListener'] as const) {
+    const original = target[method];
+    target[method] = function (this: EventEmitter, event: string | symbol, listener: (...args: any[]) => void) {
+      const frame = typeof listener === 'function' && !('listener' in listener) ? frameOf(this) : undefined;
+      if (frame === undefined) return original.call(this, event, listener);
       const bound = function (this: unknown, ...args: unknown[]) {
         return storage.run(frame, () => listener.apply(this, args));
       };
@@ -60,4 +65,9 @@ export function bindEmitter(emitter: EventEmitter, frame: ScopeFrame): void {
       return original.call(this, event, bound);
     } as EventEmitter['on'];
   }
+}
+
+/** Makes one emitter (Koa's ctx.req) run its listeners inside `frame`. */
+export function bindEmitter(emitter: EventEmitter, frame: ScopeFrame): void {
+  bindListeners(emitter, () => frame);
 }

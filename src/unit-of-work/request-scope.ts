@@ -1,13 +1,14 @@
-import type { DataSource } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import type { DialectName, IsolationLevel } from '../store/sql.js';
 import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
-import { UnitOfWork } from './unit-of-work.js';
+import { UnitOfWork, type Outcome } from './unit-of-work.js';
 import { NoRequestScopeError } from '../errors.js';
-import type { EntityManager } from 'typeorm';
 
 export interface RequestScopeOptions {
   dataSource: DataSource;
   dialect: DialectName;
+  /** False when the middleware runs with `transaction: false`: sessions only, no unit of work. */
+  transactional: boolean;
   isolationLevel: IsolationLevel | undefined;
   acquireTimeoutMs: number;
   /** Whether the response's status means commit. */
@@ -16,44 +17,121 @@ export interface RequestScopeOptions {
 
 /**
  * Everything one request's unit of work knows, shared by the framework glue and the session store: the
- * transaction, and what happened to the session writes made inside it.
+ * transaction (made on first use), and what happened to the session writes made inside it. One per request,
+ * so it holds no closures: the options object is the app's, shared by all its requests.
  */
-export class RequestScope {
-  readonly unitOfWork: UnitOfWork;
-  readonly root: ScopeFrame;
+export class RequestScope implements ScopeFrame {
   /** The response is being finished: session writes arriving now are the request's last ones. */
   ending = false;
   /** A session write failed; the response must not claim success. */
-  sessionFailure: unknown;
+  sessionFailure: unknown = undefined;
   /** A session write was skipped or rolled back: the client must keep its previous cookie. */
   sessionDiscarded = false;
   /** A session write ran inside the transaction, so it shares the transaction's fate. */
   sessionJoined = false;
-  /**
-   * Session ids express-session generated in this request and nobody has saved yet: no row can exist for
-   * them, so destroying one (regenerate() at login destroys the fresh id first) needs no round trip.
-   */
-  readonly unsavedIds = new Set<string>();
-
-  constructor(
-    options: RequestScopeOptions,
-    /** Reads the status the response will have; set by the framework glue. */
-    readonly status: () => number,
-    private readonly commitOn: (status: number) => boolean = options.commitOn,
-  ) {
-    this.unitOfWork = new UnitOfWork(options.dataSource, options.dialect, {
-      isolationLevel: options.isolationLevel,
-      acquireTimeoutMs: options.acquireTimeoutMs,
-    });
-    this.root = { scope: this, queue: Promise.resolve() };
-  }
-
   /** The request failed whatever its status will say: it threw, or the client went away before the end. */
   failed = false;
+  private work: UnitOfWork | undefined = undefined;
+  /** The request ended without a transaction: one asked for later is born closed. */
+  private workOver = false;
+  private unsaved: Set<string> | undefined = undefined;
+  /** As the request's root frame (the scope is its own frame, one object fewer per request). */
+  queue: Promise<void> | undefined = undefined;
+
+  constructor(
+    readonly options: RequestScopeOptions,
+    /** The request object (Express's req, Koa's ctx.req). */
+    readonly req: object,
+    /** Its response object. */
+    readonly res: object,
+    /** Reads the status the response will have; Koa passes one, Express overrides status(). */
+    private readonly statusOf?: () => number,
+  ) {}
+
+  /** The frame the request's code runs in (nested scopes get frames of their own). */
+  get root(): ScopeFrame {
+    return this;
+  }
+
+  get scope(): RequestScope {
+    return this;
+  }
+
+  /** Whether the response has been sent (the adapters know; by default: once the scope is ending). */
+  answered(): boolean {
+    return this.ending;
+  }
+
+  /** The status the response will have. */
+  status(): number {
+    return this.statusOf ? this.statusOf() : 200;
+  }
+
+  /** The request's transaction, made (not begun: no connection is taken) on first call. */
+  get unitOfWork(): UnitOfWork {
+    if (this.work) return this.work;
+    const o = this.options;
+    this.work = new UnitOfWork(o.dataSource, o.dialect, { isolationLevel: o.isolationLevel, acquireTimeoutMs: o.acquireTimeoutMs }, this);
+    if (this.workOver) this.work.finishIfUnused();
+    return this.work;
+  }
+
+  /**
+   * True while nothing has happened that the end of the request must settle: no transaction asked for, no
+   * session write failed. Marks the unit of work as over, so a later `req.db` finds it closed.
+   */
+  closeIfIdle(): boolean {
+    if (this.work !== undefined || this.sessionFailure !== undefined) return false;
+    this.workOver = true;
+    return true;
+  }
+
+  /** Called by the unit of work when its transaction begins (its first statement); adapters hook in here. */
+  transactionBegan(): void {}
+
+  /** True when a statement of the store can join this request's open transaction on `dataSource`. */
+  joins(dataSource: DataSource): boolean {
+    const work = this.work;
+    return work !== undefined && work.isOpen && work.dataSource === dataSource;
+  }
+
+  /** The original error behind a failed statement of this request. */
+  causeOf(err: unknown): unknown {
+    return this.work ? this.work.causeOf(err) : err;
+  }
+
+  /**
+   * Ends the unit of work: undefined when it was never used (nothing to wait for; later use finds it closed),
+   * else the promise of its outcome.
+   */
+  finishUnitOfWork(commit: boolean): Promise<Outcome> | undefined {
+    const work = this.work;
+    if (work === undefined) {
+      this.workOver = true;
+      return undefined;
+    }
+    return work.finishIfUnused() ? undefined : work.finish(commit);
+  }
 
   /** What the request will do with its transaction, as things stand now. */
   willCommit(): boolean {
-    return !this.failed && this.sessionFailure === undefined && this.commitOn(this.status());
+    return !this.failed && this.sessionFailure === undefined && this.options.commitOn(this.status());
+  }
+
+  /**
+   * Session ids made in this request that nobody has saved yet: no row can exist for them, so destroying one
+   * (regenerate() at login destroys the fresh id first) needs no round trip.
+   */
+  noteUnsaved(id: string): void {
+    (this.unsaved ??= new Set()).add(id);
+  }
+
+  isUnsaved(id: string): boolean {
+    return this.unsaved !== undefined && this.unsaved.has(id);
+  }
+
+  noteSaved(id: string): void {
+    this.unsaved?.delete(id);
   }
 
   run<T>(fn: () => T): T {
@@ -67,9 +145,9 @@ export class RequestScope {
 }
 
 /**
- * Gives the objects of a framework's requests (Express's app.request, Koa's app.context) `db` and `commit`
- * once, as accessors reading the request's scope. Defining them on each request object instead would push
- * every request into V8's slow dictionary mode.
+ * Gives the objects of a framework's requests (Express's request, Koa's app.context) `db` and `commit` once,
+ * as accessors reading the request's scope. Defining them on each request object instead would cost an
+ * allocation and a shape change per request.
  */
 const equipped = new WeakSet<object>();
 export function equipPrototype(proto: object, scopeOf: (self: any) => RequestScope | undefined): void {
@@ -79,7 +157,8 @@ export function equipPrototype(proto: object, scopeOf: (self: any) => RequestSco
     configurable: true,
     enumerable: false,
     get(this: unknown) {
-      return scopeOf(this)?.unitOfWork.manager;
+      const scope = scopeOf(this);
+      return scope !== undefined && scope.options.transactional ? scope.unitOfWork.manager : undefined;
     },
   });
   Object.defineProperty(proto, 'commit', {
@@ -88,19 +167,78 @@ export function equipPrototype(proto: object, scopeOf: (self: any) => RequestSco
     writable: true,
     value(this: unknown) {
       const scope = scopeOf(this);
-      return scope ? scope.commit() : Promise.reject(new NoRequestScopeError('typeorm-session: commit() outside a request scope'));
+      return scope?.options.transactional
+        ? scope.commit()
+        : Promise.reject(new NoRequestScopeError('typeorm-session: commit() outside a request scope'));
     },
   });
 }
 
-/** The scope a store call belongs to: from the session's request when there is one, else the async context. */
-export function scopeOf(session?: unknown): RequestScope | undefined {
-  const req = (session as { req?: Record<symbol, unknown> } | null | undefined)?.req;
-  const fromRequest = req?.[SCOPE] as RequestScope | undefined;
-  return fromRequest ?? currentFrame()?.scope;
+/**
+ * Finding a request's scope from the request object. Not a property of the request: Express gives every
+ * request a new prototype and then adds properties to it, so each request ends up with a hidden class of its
+ * own; V8 then adds any further property on its slowest path (about 4 µs here), and a WeakMap keyed by
+ * short-lived requests costs as much again in garbage collection. The request's socket lives as long as its
+ * connection and keeps one shape, so it carries the scopes of its latest two requests (two: a late use of
+ * `req` while the next request on a keep-alive connection is served still finds its own). Anything else
+ * (no socket, a pipelined request still running when pushed out) goes to a WeakMap.
+ */
+const LATEST = Symbol('typeorm-session.latest-request');
+const BEFORE = Symbol('typeorm-session.request-before');
+export type RequestSocket = { [LATEST]?: RequestScope; [BEFORE]?: RequestScope };
+const elsewhere = new WeakMap<object, RequestScope>();
+
+/** The socket a request arrived on, as the registry uses it (undefined without one). */
+export function socketOf(req: object): RequestSocket | undefined {
+  const socket = (req as { socket?: RequestSocket | null }).socket;
+  return typeof socket === 'object' && socket !== null ? socket : undefined;
 }
 
-export const SCOPE = Symbol('typeorm-session.scope');
+export function attachScope(req: object, scope: RequestScope, socket: RequestSocket | undefined = socketOf(req)): void {
+  if (socket === undefined) {
+    elsewhere.set(req, scope);
+    return;
+  }
+  const pushedOut = socket[BEFORE];
+  if (pushedOut !== undefined && !pushedOut.answered()) elsewhere.set(pushedOut.req, pushedOut);
+  socket[BEFORE] = socket[LATEST];
+  socket[LATEST] = scope;
+}
+
+/** The scope of a request (Express's req, Koa's ctx.req), if a middleware of ours is serving it. */
+export function requestScope(req: unknown, socket?: RequestSocket): RequestScope | undefined {
+  if (typeof req !== 'object' || req === null) return undefined;
+  const on = socket ?? socketOf(req);
+  if (on !== undefined) {
+    const latest = on[LATEST];
+    if (latest !== undefined && latest.req === req) return latest;
+    const before = on[BEFORE];
+    if (before !== undefined && before.req === req) return before;
+  }
+  return elsewhere.get(req);
+}
+
+/**
+ * The scope serving a response, found through the response's socket (one property read on the response;
+ * each read on Express's per-request hidden classes is a slow lookup). A response waiting behind a pipelined
+ * one has no socket yet: then through its request.
+ */
+export function responseScope(res: { socket?: unknown; req?: unknown }): RequestScope | undefined {
+  const socket = res.socket as RequestSocket | null | undefined;
+  if (typeof socket === 'object' && socket !== null) {
+    const latest = socket[LATEST];
+    if (latest !== undefined && latest.res === res) return latest;
+    const before = socket[BEFORE];
+    if (before !== undefined && before.res === res) return before;
+  }
+  return requestScope(res.req);
+}
+
+/** The scope a store call belongs to: from the session's request when there is one, else the async context. */
+export function scopeOf(session?: unknown): RequestScope | undefined {
+  const req = (session as { req?: unknown } | null | undefined)?.req;
+  return (req === undefined ? undefined : requestScope(req)) ?? currentFrame()?.scope;
+}
 
 /**
  * Runs `fn` in a savepoint of the current request's transaction, on the request's own connection. Calls
@@ -109,7 +247,7 @@ export const SCOPE = Symbol('typeorm-session.scope');
  */
 export async function withTransaction<T>(fn: (manager: EntityManager) => Promise<T> | T): Promise<T> {
   const parent = currentFrame();
-  if (!parent) {
+  if (!parent || !parent.scope.options.transactional) {
     throw new NoRequestScopeError('typeorm-session: withTransaction() was called outside a request scope');
   }
   const { unitOfWork } = parent.scope;
@@ -118,7 +256,7 @@ export async function withTransaction<T>(fn: (manager: EntityManager) => Promise
   parent.queue = new Promise<void>((resolve) => (done = resolve));
   try {
     await previous;
-    const child: ScopeFrame = { scope: parent.scope, queue: Promise.resolve() };
+    const child: ScopeFrame = { scope: parent.scope, queue: undefined };
     return await unitOfWork.savepoint(() => runInFrame(child, async () => fn(unitOfWork.manager)));
   } finally {
     done();

@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
+import { QueryFailedError, type DataSource, type EntityManager, type QueryRunner } from 'typeorm';
 import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
 import { beginStatements, isRetryable, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
@@ -12,12 +12,21 @@ export interface UnitOfWorkOptions {
   acquireTimeoutMs: number;
 }
 
-type QueryFn = (sql: string, parameters?: unknown[], structured?: boolean) => Promise<any>;
+/** Told when the transaction begins, so the framework glue can start watching for a client abort. */
+export interface UnitOfWorkOwner {
+  transactionBegan(): void;
+}
+
+type QueryFn = (this: QueryRunner, sql: string, parameters?: unknown[], structured?: boolean) => Promise<any>;
 
 /** idle: nothing taken yet · open: BEGIN sent (or on its way) · closing: COMMIT/ROLLBACK decided · done */
 type State = 'idle' | 'open' | 'closing' | 'done';
 
 export type Outcome = 'none' | 'committed' | 'rolled back';
+
+const OWNER = Symbol('typeorm-session.unit-of-work');
+type OwnedRunner = QueryRunner & { [OWNER]: UnitOfWork };
+type OwnedManager = EntityManager & { queryRunner: OwnedRunner };
 
 /**
  * One request's database transaction: taken lazily, fenced once it ends, always rolled back before release.
@@ -25,23 +34,29 @@ export type Outcome = 'none' | 'committed' | 'rolled back';
  * The QueryRunner is created on first use of `manager` but takes no connection until its first query. It is
  * marked as already inside a transaction from the start, so TypeORM's own save()/transaction() nest inside
  * it instead of opening their own; the real BEGIN is sent just before the first query (FIELD-NOTES 1, 2).
+ * BEGIN, COMMIT and ROLLBACK go to the driver's connection directly (the DataSource's logger still sees
+ * them): through the QueryRunner each would cost subscriber broadcasts and several awaits.
  */
 export class UnitOfWork {
-  private runner: QueryRunner | undefined;
-  private rawQuery: QueryFn | undefined;
-  private begun: Promise<void> | undefined;
+  private runner: OwnedRunner | undefined = undefined;
+  private baseQuery: QueryFn | undefined = undefined;
+  private begun: Promise<void> | undefined = undefined;
   private state: State = 'idle';
-  private readonly inflight = new Set<Promise<unknown>>();
+  /** Statements sent and not yet settled, and who waits for them to drain. */
+  private pending = 0;
+  private drained: (() => void) | undefined = undefined;
   private savepoints = 0;
   private connected = false;
-  private connectionError: unknown;
-  private ending: Promise<Outcome> | undefined;
-  private detach: (() => void) | undefined;
+  private connectionError: unknown = undefined;
+  private ending: Promise<Outcome> | undefined = undefined;
+  private detach: (() => void) | undefined = undefined;
+  private brokenBy: unknown = undefined;
 
   constructor(
     readonly dataSource: DataSource,
     private readonly dialect: DialectName,
     private readonly options: UnitOfWorkOptions,
+    private readonly owner?: UnitOfWorkOwner,
   ) {}
 
   /** The EntityManager bound to this transaction. Getting it takes no connection. */
@@ -61,63 +76,68 @@ export class UnitOfWork {
 
   /** Runs a statement inside the transaction (opening it if needed); returns the rows. */
   async query(sql: string, parameters: unknown[]): Promise<{ records: unknown[]; affected: number }> {
-    const result = (await this.queryRunner().query(sql, parameters, true)) as { records?: unknown[]; affected?: number };
+    const result = (await this.guardedQuery(sql, parameters, true)) as { records?: unknown[]; affected?: number };
     return { records: result.records ?? [], affected: result.affected ?? 0 };
   }
 
-  private queryRunner(): QueryRunner {
+  private queryRunner(): OwnedRunner {
     if (this.runner) return this.runner;
     if (this.closed) {
       throw new TransactionClosedError('typeorm-session: the request transaction has already ended');
     }
-    const runner = ownRunner(this.dataSource, this.dialect);
+    const runner = ownRunner(this.dataSource, this.dialect) as OwnedRunner;
     const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = true;
     internal.transactionDepth = 1;
-    this.rawQuery = runner.query.bind(runner) as QueryFn;
-    runner.query = ((sql: string, parameters?: unknown[], structured?: boolean) =>
-      this.guardedQuery(sql, parameters, structured)) as QueryRunner['query'];
+    this.baseQuery = runner.query as QueryFn;
+    runner[OWNER] = this;
+    runner.query = guardedRunnerQuery as QueryRunner['query'];
     // EntityManager.query() and .transaction() check runner.isReleased before reaching runner.query, so once
     // the runner is released they would fail with QueryRunnerProviderAlreadyReleasedError instead of the
     // fence's TransactionClosedError, or, after the backend died, instead of the connection's real error.
-    const manager = runner.manager as unknown as Record<'query' | 'transaction', (...args: unknown[]) => Promise<unknown>>;
-    for (const method of ['query', 'transaction'] as const) {
-      const original = manager[method];
-      manager[method] = (...args: unknown[]) => {
-        if (this.closed) return Promise.reject(this.closedError(method === 'query' ? String(args[0]) : 'transaction()'));
-        if (runner.isReleased && this.connectionError !== undefined) return Promise.reject(this.connectionError);
-        return original.apply(manager, args);
-      };
-    }
+    const manager = runner.manager as unknown as Record<'query' | 'transaction', unknown>;
+    manager.query = fencedManagerQuery;
+    manager.transaction = fencedManagerTransaction;
     this.runner = runner;
     return runner;
   }
 
-  private guardedQuery(sql: string, parameters?: unknown[], structured?: boolean): Promise<any> {
+  /** Why a call reaching the manager cannot run, or undefined when it can. */
+  refusal(what: string): Error | undefined {
+    if (this.closed) return this.closedError(what);
+    if (this.runner?.isReleased && this.connectionError !== undefined) return this.connectionError as Error;
+    return undefined;
+  }
+
+  guardedQuery(sql: string, parameters?: unknown[], structured?: boolean): Promise<any> {
     if (this.closed) return Promise.reject(this.closedError(sql));
     // withTransaction() may be a request's first use of the database: its SAVEPOINT arrives here before
     // anything has read `manager`, so the runner begin() needs may not exist yet.
-    this.queryRunner();
-    if (this.state === 'idle') this.state = 'open';
-    const running = (async () => {
+    const runner = this.queryRunner();
+    if (this.state === 'idle') {
+      this.state = 'open';
+      this.owner?.transactionBegan();
+    }
+    return this.track(runner, sql, parameters, structured);
+  }
+
+  private async track(runner: OwnedRunner, sql: string, parameters?: unknown[], structured?: boolean): Promise<any> {
+    this.pending++;
+    try {
       await (this.begun ??= this.begin());
-      try {
-        return await this.rawQuery!(sql, parameters, structured);
-      } catch (err) {
-        // After the backend died TypeORM answers "query runner already released": report the real cause.
-        const cause = this.realCause(err);
-        if (isRetryable(this.dialect, cause) && cause && typeof cause === 'object') {
-          // Lost to a concurrent transaction (40001, deadlock): nothing of the request will be kept, so the
-          // client may send it again. Express's final handler and Koa answer with these.
-          Object.assign(cause, { status: 503, statusCode: 503, expose: true, headers: { 'Retry-After': '1' } });
-        }
-        throw cause;
+      return await this.baseQuery!.call(runner, sql, parameters, structured);
+    } catch (err) {
+      // After the backend died TypeORM answers "query runner already released": report the real cause.
+      const cause = this.realCause(err);
+      if (isRetryable(this.dialect, cause) && cause && typeof cause === 'object') {
+        // Lost to a concurrent transaction (40001, deadlock): nothing of the request will be kept, so the
+        // client may send it again. Express's final handler and Koa answer with these.
+        Object.assign(cause, { status: 503, statusCode: 503, expose: true, headers: { 'Retry-After': '1' } });
       }
-    })();
-    this.inflight.add(running);
-    const forget = () => this.inflight.delete(running);
-    running.then(forget, forget);
-    return running;
+      throw cause;
+    } finally {
+      if (--this.pending === 0 && this.drained) this.drained();
+    }
   }
 
   private closedError(sql: string): TransactionClosedError {
@@ -145,8 +165,30 @@ export class UnitOfWork {
       };
     }
     for (const statement of beginStatements(this.dialect, this.options.isolationLevel)) {
-      await this.rawQuery!(statement);
+      await this.control(statement);
     }
+  }
+
+  /**
+   * BEGIN, COMMIT or ROLLBACK, straight on the connection when the driver allows (PostgreSQL, MySQL), else
+   * through the runner. Logged like any statement; a failure is a QueryFailedError, as from the runner.
+   */
+  private control(sql: string): Promise<unknown> {
+    const runner = this.runner!;
+    const connection = (runner as unknown as { databaseConnection?: DriverConnection }).databaseConnection;
+    if (this.dialect === 'sqlite' || runner.isReleased || typeof connection?.query !== 'function') {
+      return this.baseQuery!.call(runner, sql);
+    }
+    const logger = this.dataSource.logger;
+    logger.logQuery(sql, undefined, runner);
+    const sent =
+      this.dialect === 'postgres'
+        ? (connection.query(sql) as Promise<unknown>)
+        : new Promise((resolve, reject) => connection.query(sql, (err: unknown) => (err ? reject(err) : resolve(undefined))));
+    return sent.catch((err: Error) => {
+      logger.logQueryError(err, sql, undefined, runner);
+      throw new QueryFailedError(sql, undefined, err);
+    });
   }
 
   /**
@@ -198,7 +240,7 @@ export class UnitOfWork {
     const runner = this.runner;
     try {
       if (!runner || !wasOpen) return 'none';
-      await Promise.allSettled([...this.inflight]);
+      if (this.pending > 0) await new Promise<void>((resolve) => (this.drained = resolve));
       const began = await this.begun!.then(
         () => true,
         () => false,
@@ -206,7 +248,7 @@ export class UnitOfWork {
       if (!began) return 'none';
       if (commit) {
         try {
-          await this.rawQuery!('COMMIT');
+          await this.control('COMMIT');
           return 'committed';
         } catch (err) {
           await this.rollback();
@@ -225,11 +267,9 @@ export class UnitOfWork {
     }
   }
 
-  private brokenBy: unknown;
-
   private async rollback(): Promise<void> {
     try {
-      await this.rawQuery!('ROLLBACK');
+      await this.control('ROLLBACK');
     } catch (err) {
       // The connection may still be inside the transaction: it must not go back to the pool as it is.
       this.brokenBy = this.realCause(err);
@@ -238,12 +278,16 @@ export class UnitOfWork {
   }
 
   private realCause(err: unknown): unknown {
+    if (this.connectionError === undefined) return err;
+    // The connection failed during this transaction (the server ended it): every later statement fails
+    // because of that, with messages that hide it ("query runner already released", pg's "not queryable",
+    // mysql2's "connection is in closed state"). The error event said why.
     const { name, message } = (err ?? {}) as { name?: string; message?: string };
-    const released = name === 'QueryRunnerAlreadyReleasedError';
-    // mysql2: once the connection has failed (the server killed it), every later command fails with "Can't add
-    // new command when connection is in closed state", which hides why it closed; the error event said why.
-    const closedState = typeof message === 'string' && /connection is in closed state/.test(message);
-    return (released || closedState) && this.connectionError ? this.connectionError : err;
+    const driverMessage = String((err as { driverError?: { message?: unknown } } | null)?.driverError?.message ?? '');
+    const symptom =
+      name === 'QueryRunnerAlreadyReleasedError' ||
+      /connection is in closed state|not queryable|Connection terminated/i.test(`${message ?? ''} ${driverMessage}`);
+    return symptom ? this.connectionError : err;
   }
 
   private async release(runner: QueryRunner): Promise<void> {
@@ -263,4 +307,26 @@ export class UnitOfWork {
   causeOf(err: unknown): unknown {
     return this.realCause(err);
   }
+}
+
+interface DriverConnection {
+  query(sql: string, callback?: (err: unknown) => void): unknown;
+}
+
+// Installed on each request's runner and manager as shared functions (not closures): they find their unit
+// of work through the runner.
+function guardedRunnerQuery(this: OwnedRunner, sql: string, parameters?: unknown[], structured?: boolean) {
+  return this[OWNER].guardedQuery(sql, parameters, structured);
+}
+
+function fencedManagerQuery(this: OwnedManager, ...args: unknown[]) {
+  const refusal = this.queryRunner[OWNER].refusal(String(args[0]));
+  if (refusal) return Promise.reject(refusal);
+  return (Object.getPrototypeOf(this) as { query: Function }).query.apply(this, args);
+}
+
+function fencedManagerTransaction(this: OwnedManager, ...args: unknown[]) {
+  const refusal = this.queryRunner[OWNER].refusal('transaction()');
+  if (refusal) return Promise.reject(refusal);
+  return (Object.getPrototypeOf(this) as { transaction: Function }).transaction.apply(this, args);
 }

@@ -1,0 +1,384 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import createDebug from 'debug';
+import { MiddlewareOrderError, SessionSaveError, type TypeormSessionError } from '../errors.js';
+import type { TypeormSessionStore } from '../store/store.js';
+import { RequestScope, responseScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
+import { runInFrame } from '../unit-of-work/context.js';
+import { contentOf, EMPTY_CONTENT, newCookie, RequestSession, sessionFrom, type SessionObject, type SessionOwner } from './request-session.js';
+import { cookieHeader, cookieValue, isSecure, signedValue, unsign } from './session-cookie.js';
+import { DONE, FLOWING, type HoldOwner, type Verdict } from './response-hold.js';
+
+const debug = createDebug('typeorm-session:express');
+
+/** The express-session options of one sessionStore(), resolved once. */
+export interface SessionConfig {
+  store: TypeormSessionStore;
+  name: string;
+  secrets: readonly string[];
+  cookie: CookieOptions | ((req: IncomingMessage) => CookieOptions);
+  genid: (req: IncomingMessage) => string;
+  proxy: boolean | undefined;
+  resave: boolean;
+  rolling: boolean;
+  saveUninitialized: boolean;
+  unsetDestroy: boolean;
+  /** False when every path has sessions (cookie path `/`, not a function): the check is then skipped. */
+  checkPath: boolean;
+  report: (error: TypeormSessionError) => void;
+}
+
+type CookieOptions = { path?: string; secure?: boolean | 'auto'; sameSite?: unknown; [key: string]: unknown };
+
+type Req = IncomingMessage & { originalUrl?: string };
+
+// Where the request's session is: not for this path, not made yet (made on first use), being loaded, made.
+const OFF = 0;
+const LAZY = 1;
+const LOADING = 2;
+const MADE = 3;
+
+const KEEP_COOKIE: Verdict = Object.freeze({ ok: true, dropCookie: false });
+const DROP_COOKIE: Verdict = Object.freeze({ ok: true, dropCookie: true });
+
+/**
+ * One Express request: its unit of work (RequestScope), its session, and the holding of its response.
+ *
+ * The session follows express-session's rules (when to save, touch, set the cookie; the same cookie format
+ * and Session class), with three differences that make it cheap: a request without a session cookie gets
+ * its session only when something reads `req.session` (express-session makes, hashes and discards one for
+ * every request); "modified" compares the session's JSON text instead of SHA-1 hashes of it; and nothing is
+ * wrapped per request (see response-hold.ts and prototypes.ts).
+ */
+export class ExpressRequestState extends RequestScope implements SessionOwner, HoldOwner {
+  // ---- the response (response-hold.ts drives these) ----
+  holdPhase = 0;
+  held: unknown[] | undefined = undefined;
+  flushRequested = false;
+  /** The session's last write has been decided (it is done at end(), once). */
+  sessionSettled = false;
+
+  // ---- the session: what req.session, req.sessionID and req.sessionStore show (prototypes.ts) ----
+  /** `req.session`: undefined until made, and after destroy(). */
+  session: SessionObject | null | undefined = undefined;
+  /** `req.sessionID`. */
+  sessionId: string | undefined = undefined;
+  /** Something other than this middleware assigned `req.sessionStore`. */
+  foreignStore: unknown = undefined;
+  private sessionPhase = LAZY;
+  /** The id the cookie carried, when its signature was valid. */
+  private cookieId: string | undefined = undefined;
+  private originalId: string | undefined = undefined;
+  private originalContent: string | undefined = undefined;
+  private savedContent: string | undefined = undefined;
+  private touched = false;
+  /** The content as judged at end(), so the cookie decision does not serialise again. */
+  private endContent: string | undefined = undefined;
+
+  constructor(
+    options: RequestScopeOptions,
+    readonly config: SessionConfig,
+    override readonly req: Req,
+    override readonly res: ServerResponse,
+  ) {
+    super(options, req, res);
+  }
+
+  override answered(): boolean {
+    return this.holdPhase >= DONE;
+  }
+
+  override status(): number {
+    return this.res.statusCode;
+  }
+
+  /** Starts the request: finds its session cookie, loads the session if there is one, then calls `next`. */
+  start(next: (err?: unknown) => void): void {
+    const config = this.config;
+    if (config.checkPath && !this.pathHasSessions()) {
+      this.sessionPhase = OFF;
+      this.continue(next);
+      return;
+    }
+    const raw = cookieValue(cookieHeader(this.req), config.name);
+    const id = raw === undefined ? undefined : unsign(raw, config.secrets);
+    if (id !== undefined) {
+      this.cookieId = id;
+      this.sessionPhase = LOADING;
+      if (this.options.transactional) runInFrame(this.root, () => this.load(id, next));
+      else this.load(id, next);
+      return;
+    }
+    // express-session saves uninitialized sessions with this option, so every request needs one now.
+    if (config.saveUninitialized) this.makeFirst();
+    this.continue(next);
+  }
+
+  private continue(next: (err?: unknown) => void): void {
+    if (this.options.transactional) runInFrame(this.root, next);
+    else next();
+  }
+
+  private load(id: string, next: (err?: unknown) => void): void {
+    this.config.store.get(id).then(
+      (data) => {
+        this.sessionPhase = LAZY;
+        if (data) this.adopt(id, data as unknown as Record<string, unknown>);
+        else if (this.config.saveUninitialized) this.makeFirst();
+        next();
+      },
+      (err: unknown) => {
+        this.sessionPhase = LAZY;
+        next(err);
+      },
+    );
+  }
+
+  private pathHasSessions(): boolean {
+    const url = this.req.originalUrl ?? this.req.url ?? '/';
+    const query = url.indexOf('?');
+    const path = (query === -1 ? url : url.slice(0, query)) || '/';
+    return path.startsWith(this.cookieOptions().path ?? '/');
+  }
+
+  private cookieOptions(): CookieOptions {
+    const { cookie } = this.config;
+    return typeof cookie === 'function' ? cookie(this.req) : cookie;
+  }
+
+  // ---- req.session, req.sessionID (prototypes.ts) ----------------------------------------------------------
+
+  /** `req.session`. A request without a session cookie gets its session here, on first read. */
+  currentSession(): SessionObject | null | undefined {
+    if (this.sessionPhase === LAZY) this.makeFirst();
+    return this.session;
+  }
+
+  /** `req.sessionID`; reading it makes the session, as express-session always has one. */
+  currentSessionId(): string | undefined {
+    if (this.sessionPhase === LAZY) this.makeFirst();
+    return this.sessionId;
+  }
+
+  /** `req.session = value` (a session of the application's making, or null to drop it). */
+  assignSession(value: SessionObject | null | undefined): void {
+    if (this.sessionPhase === LAZY || this.sessionPhase === LOADING) this.sessionPhase = MADE;
+    this.session = value;
+  }
+
+  /** Session.destroy() (or `req.session = null`): the request has no session any more. */
+  dropSession(): void {
+    this.session = undefined;
+  }
+
+  private makeFirst(): void {
+    this.generate();
+    this.originalId = this.sessionId;
+    this.originalContent = EMPTY_CONTENT;
+  }
+
+  /** A new session under a new id (also the store's generate(), which regenerate() calls). */
+  generate(): void {
+    const req = this.req;
+    const config = this.config;
+    const id = config.genid(req);
+    // Before the Session: its constructor reads req.sessionID, which must not make another one.
+    this.sessionPhase = MADE;
+    this.sessionId = id;
+    const session = new RequestSession(req);
+    const options = this.cookieOptions();
+    const cookie = newCookie(options);
+    if (options.secure === 'auto' || options.sameSite === 'auto') {
+      const secure = isSecure(req, config.proxy);
+      if (options.secure === 'auto') cookie.secure = secure;
+      if (options.sameSite === 'auto') cookie.sameSite = secure ? 'none' : 'lax';
+    }
+    session.cookie = cookie;
+    this.session = session;
+    // No row exists for this id until it is saved: destroying it (regenerate() at login) needs no statement.
+    this.noteUnsaved(id);
+  }
+
+  private adopt(id: string, data: Record<string, unknown>): void {
+    this.sessionPhase = MADE;
+    this.sessionId = id;
+    const session = sessionFrom(this.req, data);
+    this.config.store.adoptLoaded(data, session);
+    this.session = session;
+    this.originalId = id;
+    this.originalContent = contentOf(session);
+    if (!this.config.resave) this.savedContent = this.originalContent;
+  }
+
+  savedByApplication(content: string): void {
+    this.savedContent = content;
+  }
+
+  reloaded(data: object): void {
+    const session = sessionFrom(this.req, data as Record<string, unknown>);
+    this.config.store.adoptLoaded(data, session);
+    this.session = session;
+  }
+
+  // ---- the end of the request (response-hold.ts calls these) ----------------------------------------------
+
+  /** end() before any byte left: the session's last write (joining the transaction), then COMMIT or ROLLBACK. */
+  settleAtEnd(): Verdict | Promise<Verdict> {
+    // The common case of a route that used neither: nothing to save, commit or decide.
+    if (this.sessionPhase !== MADE && this.closeIfIdle() && this.foreignStore === undefined) {
+      this.ending = true;
+      this.sessionSettled = true;
+      return KEEP_COOKIE;
+    }
+    const write = this.sessionAtEnd();
+    if (write === undefined) return this.settleTransaction(false);
+    return write.then(() => this.settleTransaction(false));
+  }
+
+  /** The first byte of a streamed response: the transaction ends now; the session is saved at end(). */
+  settleAtFirstByte(): Verdict | Promise<Verdict> {
+    return this.settleTransaction(true);
+  }
+
+  /** end() of a streamed response: the session's last write, outside the (finished) transaction. */
+  sessionAtStreamEnd(): Promise<void> | undefined {
+    return this.sessionAtEnd();
+  }
+
+  lateFailure(): unknown {
+    return this.sessionFailure;
+  }
+
+  private settleTransaction(streaming: boolean): Verdict | Promise<Verdict> {
+    if (!this.options.transactional) return this.verdict(true, 'none', streaming);
+    const commit = this.willCommit();
+    const finishing = this.finishUnitOfWork(commit);
+    if (finishing === undefined) return this.verdict(commit, 'none', streaming);
+    return finishing.then(
+      (outcome) => this.verdict(commit, outcome, streaming),
+      (error: TypeormSessionError & { status?: number }) => {
+        this.config.report(error);
+        // A commit that lost to a concurrent transaction kept nothing: the client may send it again.
+        return { ok: false as const, status: error.status === 503 ? 503 : 500 };
+      },
+    );
+  }
+
+  private verdict(committed: boolean, outcome: string, streaming: boolean): Verdict {
+    const failure = this.sessionFailure;
+    if (failure !== undefined && !streaming) {
+      this.config.report(new SessionSaveError('typeorm-session: the session could not be saved; answered 500', { cause: failure }));
+      // A conflict says 409; anything else is the server's failure.
+      const status = (failure as { status?: unknown }).status;
+      return { ok: false, status: typeof status === 'number' ? status : 500 };
+    }
+    const rolledBack = !committed && outcome === 'rolled back';
+    return this.sessionDiscarded || (rolledBack && this.sessionJoined) ? DROP_COOKIE : KEEP_COOKIE;
+  }
+
+  /** What express-session does to the session at end(): destroy, save or touch it, or nothing. */
+  private sessionAtEnd(): Promise<void> | undefined {
+    this.ending = true;
+    this.sessionSettled = true;
+    // The client went away: nothing of this request may persist, its session included (FIELD-NOTES 6).
+    if (this.res.destroyed) this.failed = true;
+    if (this.foreignStore !== undefined && this.foreignStore !== this.config.store) {
+      this.sessionFailure ??= new MiddlewareOrderError(
+        'typeorm-session: another session middleware replaced req.session after sessionStore(); remove it',
+      );
+    }
+    if (this.sessionPhase !== MADE) return undefined;
+    const { store, unsetDestroy } = this.config;
+    const session = this.session;
+    const id = this.sessionId;
+    if (typeof id !== 'string') return undefined;
+    if (session == null) {
+      if (!unsetDestroy) return undefined;
+      return this.keep() ? this.written(store.destroy(id)) : undefined;
+    }
+    if (!this.touched) {
+      session.touch();
+      this.touched = true;
+    }
+    const content = contentOf(session);
+    this.endContent = content;
+    if (this.shouldSave(session, id, content)) {
+      if (!this.keep()) return undefined;
+      this.savedContent = content;
+      return this.written(store.set(id, session as never));
+    }
+    if (this.cookieId === id && store.touchIsDue(session as never)) {
+      return this.keep() ? this.written(store.touch(id, session as never)) : undefined;
+    }
+    return undefined;
+  }
+
+  /** Whether a session write at end is kept: not when the request rolls back (the client keeps its cookie). */
+  private keep(): boolean {
+    if (this.willCommit()) return true;
+    this.sessionDiscarded = true;
+    debug('session write skipped: the request is rolling back');
+    return false;
+  }
+
+  private written(write: Promise<void>): Promise<void> {
+    return write.then(undefined, (err: unknown) => {
+      this.sessionFailure ??= err;
+    });
+  }
+
+  private isModified(session: SessionObject, content: string): boolean {
+    return this.originalId !== session.id || this.originalContent !== content;
+  }
+
+  private shouldSave(session: SessionObject, id: string, content: string): boolean {
+    if (!this.config.saveUninitialized && this.savedContent === undefined && this.cookieId !== id) {
+      return this.isModified(session, content);
+    }
+    return !(this.originalId === session.id && this.savedContent === content);
+  }
+
+  /** Adds the session cookie when express-session would send one. Called just before the headers leave. */
+  applyCookie(verdict: Verdict & { ok: true }): void {
+    if (verdict.dropCookie || this.sessionPhase !== MADE) return;
+    const req = this.req;
+    const session = this.session;
+    const id = this.sessionId;
+    if (session == null || typeof id !== 'string') return;
+    const config = this.config;
+    const content = this.endContent ?? contentOf(session);
+    const wanted =
+      this.cookieId !== id
+        ? config.saveUninitialized || this.isModified(session, content)
+        : config.rolling || (session.cookie.expires != null && this.isModified(session, content));
+    if (!wanted) return;
+    if (session.cookie.secure && !isSecure(req, config.proxy)) return;
+    if (!this.touched) {
+      session.touch();
+      this.touched = true;
+    }
+    const header = session.cookie.serialize(config.name, signedValue(id, config.secrets[0]!));
+    const res = this.res;
+    const previous = res.getHeader('Set-Cookie');
+    res.setHeader('Set-Cookie', previous === undefined ? header : Array.isArray(previous) ? [...previous, header] : [String(previous), header]);
+  }
+
+  // ---- client abort -----------------------------------------------------------------------------------------
+
+  override transactionBegan(): void {
+    // Only a request holding a transaction needs to hear of an abort at once; others check at end().
+    if (this.res.destroyed) queueMicrotask(() => rollBackAfterAbort.call(this.res));
+    else this.res.once('close', rollBackAfterAbort);
+  }
+}
+
+/**
+ * A client that disconnects before the response is complete: roll back at once, which also fences the
+ * handler's remaining queries (the handler keeps running after an abort; FIELD-NOTES 6). 'close' fires in
+ * every case, 'finish' only on success, so `writableFinished` tells them apart. Shared by all requests.
+ */
+function rollBackAfterAbort(this: ServerResponse): void {
+  const state = responseScope(this) as ExpressRequestState | undefined;
+  if (state === undefined || this.writableFinished || state.holdPhase >= FLOWING) return;
+  state.failed = true;
+  state.unitOfWork.finish(false).catch((err) => debug('rollback after client abort failed: %O', err));
+}
