@@ -49,6 +49,12 @@ export interface StoreOptions {
   pruneInterval?: number | false;
   /** Rows deleted per prune statement. Default `1000`. */
   pruneBatchSize?: number;
+  /**
+   * PostgreSQL: send the store's statements as named prepared statements, parsed and planned once per
+   * connection. Turn off behind a pooler that cannot keep them across transactions (PgBouncer in transaction
+   * mode before 1.21, or without `max_prepared_statements`). Default `true`.
+   */
+  preparedStatements?: boolean;
 }
 
 export interface ResolvedStoreOptions {
@@ -66,6 +72,7 @@ export interface ResolvedStoreOptions {
   onConflict: 'overwrite' | 'reject';
   pruneIntervalMs: number | undefined;
   pruneBatchSize: number;
+  preparedStatements: boolean;
 }
 
 export const storeOptionNames = [
@@ -83,6 +90,7 @@ export const storeOptionNames = [
   'onConflict',
   'pruneInterval',
   'pruneBatchSize',
+  'preparedStatements',
 ] as const;
 
 /** Stands for "no absolute lifetime" in SQL that caps expiry at created_at + absolute. */
@@ -138,6 +146,8 @@ export function resolveStoreOptions(options: StoreOptions, where = 'TypeormSessi
   if (onConflict !== 'overwrite' && onConflict !== 'reject') fail('onConflict', "'overwrite' or 'reject'", onConflict);
   const pruneBatchSize = options.pruneBatchSize ?? 1000;
   if (!Number.isInteger(pruneBatchSize) || pruneBatchSize < 1) fail('pruneBatchSize', 'a whole number >= 1', pruneBatchSize);
+  const preparedStatements = options.preparedStatements ?? true;
+  if (typeof preparedStatements !== 'boolean') fail('preparedStatements', 'a boolean', preparedStatements);
   return {
     dataSource,
     tableName,
@@ -146,6 +156,7 @@ export function resolveStoreOptions(options: StoreOptions, where = 'TypeormSessi
     onConflict,
     pruneIntervalMs: options.pruneInterval === false ? undefined : seconds('pruneInterval', options.pruneInterval, 900, false),
     pruneBatchSize,
+    preparedStatements,
     ttlMs: seconds('ttl', options.ttl, 86400, false),
     touchAfterMs: seconds('touchAfter', options.touchAfter, 60, true),
     createTable: options.createTable ?? true,

@@ -76,7 +76,7 @@ beforeAll(async () => {
     throw new Error('dist/ is missing: run `npm run build` (npm test does)');
   }
   db = await createTestDatabase();
-  for (const store of [...Object.keys(sessionTables), 'none']) servers.set(store, new BenchServer(store, db.url));
+  for (const store of [...Object.keys(sessionTables), 'none', 'empty-middleware']) servers.set(store, new BenchServer(store, db.url));
   await Promise.all([...servers.values()].map((s) => s.ready));
 });
 
@@ -125,7 +125,7 @@ test.each(Object.keys(sessionTables))('the %s bench app logs in, keeps and chang
   else expect(stats.queries).toBe(0);
 });
 
-test('the app without session middleware answers its route', async () => {
-  const base = await servers.get('none')!.ready;
+test.each(['none', 'empty-middleware'])('the %s app (no session middleware) answers its route', async (store) => {
+  const base = await servers.get(store)!.ready;
   expect(await request(base, 'GET', '/nodb')).toMatchObject({ status: 200, body: { ok: true } });
 });

@@ -208,6 +208,24 @@ describe('touch', () => {
     }
   });
 
+  test('a touch inside the window calls back before touch() returns, so express-session sends its response in one piece', async () => {
+    const store = newStore({ touchAfter: 60 });
+    await store.set('t', session({}, 3_600_000));
+    const live = store.createSession({ sessionID: 't', sessionStore: store } as any, (await store.get('t')) as any);
+    live.cookie.expires = new Date(clock + 3_600_000);
+    let calls = 0;
+    store.touch('t', live, (err) => {
+      expect(err).toBeNull();
+      calls++;
+    });
+    expect(calls).toBe(1);
+    // Outside the window it is a real write, answered later.
+    live.cookie.expires = new Date(clock + 3_600_000 + 61_000);
+    const written = new Promise<void>((resolve) => store.touch('t', live, () => resolve()));
+    expect(calls).toBe(1);
+    await written;
+  });
+
   test('the SQL itself refuses to write inside the window when touch is called without a loaded session', async () => {
     const store = newStore({ touchAfter: 60 });
     await store.set('t', session({}, 3_600_000));
@@ -346,7 +364,47 @@ describe('options', () => {
     expect(() => newStore({ serializer: {} as any })).toThrow(/option "serializer"/);
     expect(() => newStore({ createTable: 'yes' as any })).toThrow(/option "createTable"/);
     expect(() => newStore({ userIdField: 'a..b' })).toThrow(/option "userIdField"/);
+    expect(() => newStore({ preparedStatements: 'no' as any })).toThrow(/option "preparedStatements"/);
   });
+
+  if (onlyOn('postgres')) {
+    /** The names of the prepared statements on the one connection of a pool of one. */
+    async function preparedOn(options: { preparedStatements?: boolean }): Promise<string[]> {
+      const single = await openDataSource(db.url, { poolSize: 1 } as never);
+      try {
+        const store = new TypeormSessionStore({ dataSource: single, tableName: `s_${++tableCounter}`, now, pruneInterval: false, ...options });
+        await store.set('p', session());
+        expect(await store.get('p')).not.toBeNull();
+        const pool = (single.driver as unknown as { master: { query(text: string): Promise<{ rows: Array<{ name: string }> }> } }).master;
+        const { rows } = await pool.query("SELECT name FROM pg_prepared_statements WHERE name LIKE 'tsess_%' ORDER BY name");
+        return rows.map((row) => row.name);
+      } finally {
+        await single.destroy();
+      }
+    }
+
+    test('PostgreSQL: the store\'s statements are prepared once per connection, or never with preparedStatements: false', async () => {
+      // get and the upsert of a new session.
+      expect(await preparedOn({})).toHaveLength(2);
+      expect(await preparedOn({ preparedStatements: false })).toEqual([]);
+    });
+
+    test('PostgreSQL: a prepared statement keeps working after its table is dropped and made again', async () => {
+      const single = await openDataSource(db.url, { poolSize: 1 } as never);
+      try {
+        const store = new TypeormSessionStore({ dataSource: single, tableName: `s_${++tableCounter}`, now, pruneInterval: false });
+        await store.set('p', session({ n: 1 }));
+        expect(await store.get('p')).toMatchObject({ n: 1 });
+        await single.query(`DROP TABLE "${store.tableName}"`);
+        await single.query(`DROP TABLE "${store.tableName}_lease"`);
+        const again = new TypeormSessionStore({ dataSource: single, tableName: store.tableName, now, pruneInterval: false });
+        await again.set('p', session({ n: 2 }));
+        expect(await store.get('p')).toMatchObject({ n: 2 });
+      } finally {
+        await single.destroy();
+      }
+    });
+  }
 
   test('constructing a store starts no query and no timer', async () => {
     log.clear();

@@ -201,7 +201,8 @@ export interface Statements {
   leaseRelease: Statement;
 }
 
-export function compileStatements(dialect: DialectName, table: string): Statements {
+export function compileStatements(dialect: DialectName, table: string, options: { prepare?: boolean } = {}): Statements {
+  const prepareAll = options.prepare ?? true;
   const spec = specs[dialect];
   const q = spec.quote;
   const t = q(table);
@@ -216,7 +217,8 @@ export function compileStatements(dialect: DialectName, table: string): Statemen
       return spec.placeholder(names.length);
     });
     // The name is the text's digest, so one name never stands for two texts on a connection (pg refuses that).
-    const name = dialect === 'postgres' && prepared ? `tsess_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}` : undefined;
+    const name =
+      dialect === 'postgres' && prepared && prepareAll ? `tsess_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}` : undefined;
     return { sql, names, name };
   };
   const overwritten = ['data', 'updated_at', 'user_id'].map(q);

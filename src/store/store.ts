@@ -67,7 +67,7 @@ export class TypeormSessionStore extends Store {
     }
     this.dialect = dialect;
     this.tableName = tableName;
-    this.statements = compileStatements(dialect, tableName);
+    this.statements = compileStatements(dialect, tableName, { prepare: this.options.preparedStatements });
     this.execute = poolExecutor(dataSource, dialect);
     this.registration = registerEntity(dataSource, sessionEntity({ tableName }));
     // Awaited in ready(); a rejection here must not surface as unhandled before that.

@@ -74,7 +74,7 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
   beforeAll(async () => {
     ctx.db = await createTestDatabase();
     ctx.ds = await ctx.open({ logging: ['query'], logger: log, ...mainOptions });
-    installSlowHooks(ctx.ds);
+    await installSlowHooks(ctx.ds);
     for (const statement of schema) await ctx.sql(statement);
   });
 
@@ -195,21 +195,46 @@ export function slowInsertSql(table: string, name: string, seconds: number): str
 const hooked = new WeakSet<object>();
 
 /**
- * Outside PostgreSQL, the two slow things the suites need are made on the client side, in the driver's query
- * runner (so in the library's own path, between its decision and the database's answer): a COMMIT of a
- * transaction that inserted into `slow` takes 300 ms before reaching the database (PostgreSQL: a deferred
- * trigger with pg_sleep; MySQL has no deferred trigger, SQLite no sleep), and a statement marked by
- * slowInsertSql() on SQLite waits before it runs.
+ * Outside PostgreSQL, the two slow things the suites need are made on the client side, just before the
+ * database gets the statement (so in the library's own path, between its decision and the database's
+ * answer): a COMMIT of a transaction that inserted into `slow` takes 300 ms (PostgreSQL: a deferred trigger
+ * with pg_sleep; MySQL has no deferred trigger, SQLite no sleep), and a statement marked by slowInsertSql()
+ * on SQLite waits before it runs. On MySQL the hook is on mysql2's connection, which the library's COMMIT
+ * reaches without TypeORM's runner; on SQLite it is on the runner, which every statement goes through.
  */
-function installSlowHooks(dataSource: DataSource): void {
+async function installSlowHooks(dataSource: DataSource): Promise<void> {
   if (testDialect === 'postgres') return;
+  if (testDialect === 'mysql') {
+    const runner = dataSource.createQueryRunner();
+    let proto = Object.getPrototypeOf(await runner.connect()) as object | null;
+    await runner.release();
+    while (proto && !Object.prototype.hasOwnProperty.call(proto, 'query')) proto = Object.getPrototypeOf(proto) as object | null;
+    if (!proto || hooked.has(proto)) return;
+    hooked.add(proto);
+    const connection = proto as { query(this: SlowFlag, statement: unknown, values?: unknown, callback?: unknown): unknown };
+    const original = connection.query;
+    connection.query = function (this: SlowFlag, statement: unknown, values?: unknown, callback?: unknown) {
+      const text = typeof statement === 'string' ? statement : (statement as { sql?: unknown } | null)?.sql;
+      if (typeof text === 'string') {
+        if (/^INSERT INTO [`"]?slow[`"]? /.test(text)) this.tsessSlowCommit = true;
+        if (text === 'COMMIT' && this.tsessSlowCommit) {
+          this.tsessSlowCommit = false;
+          setTimeout(() => original.call(this, statement, values, callback), 300);
+          return undefined;
+        }
+        if (text === 'COMMIT' || text === 'ROLLBACK') this.tsessSlowCommit = false;
+      }
+      return original.call(this, statement, values, callback);
+    };
+    return;
+  }
   const probe = dataSource.createQueryRunner();
   const proto = Object.getPrototypeOf(probe) as { query(text: string, ...rest: unknown[]): Promise<unknown> };
   void probe.release();
   if (hooked.has(proto)) return;
   hooked.add(proto);
   const original = proto.query;
-  proto.query = async function (this: { tsessSlowCommit?: boolean }, text: string, ...rest: unknown[]) {
+  proto.query = async function (this: SlowFlag, text: string, ...rest: unknown[]) {
     const delay = /\/\* tsess-delay ([\d.]+) \*\//.exec(text);
     if (delay) await sleep(Number(delay[1]) * 1000);
     if (/^INSERT INTO [`"]?slow[`"]? /.test(text)) this.tsessSlowCommit = true;
@@ -218,6 +243,8 @@ function installSlowHooks(dataSource: DataSource): void {
     return original.call(this, text, ...rest);
   };
 }
+
+type SlowFlag = { tsessSlowCommit?: boolean };
 
 export { sql, testDialect };
 
