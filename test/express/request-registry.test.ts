@@ -95,16 +95,17 @@ describe('requests sharing a socket', () => {
   }
 
   test('three pipelined requests, the first still running while the others are served: each commits its own row and gets its own session', async () => {
-    const third = deferred();
+    const thirdArrived = deferred();
     const app = ctx.app((a) =>
       a.post('/add/:name', async (req, res) => {
         const name = req.params.name as string;
+        if (name === 'third') thirdArrived.resolve();
         await insert(req, name);
-        // The first request is still at work (holding its transaction) when the second and third arrive.
-        if (name === 'first') await within(third.promise, 5000, 'the third request');
+        // The first request is still at work (holding its transaction) when the second and third arrive. It
+        // waits for their arrival, not their end: on SQLite's single connection their inserts wait for it.
+        if (name === 'first') await within(thirdArrived.promise, 5000, 'the third request');
         (req.session as unknown as Record<string, unknown>).name = name;
         res.json({ name, id: req.sessionID, db: (await req.db.query(sql('SELECT COUNT(*) AS n FROM items WHERE name = $1'), [name]))[0] });
-        if (name === 'third') third.resolve();
       }),
     );
     await warm(app);
