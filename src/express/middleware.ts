@@ -75,6 +75,7 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
     secrets: typeof secret === 'string' ? [secret] : [...secret],
     cookie: cookie as SessionConfig['cookie'],
     genid: (options.genid as SessionConfig['genid'] | undefined) ?? generateId,
+    customGenid: options.genid !== undefined,
     proxy: options.proxy,
     resave: options.resave ?? false,
     rolling: options.rolling ?? false,

@@ -17,6 +17,8 @@ export interface SessionConfig {
   secrets: readonly string[];
   cookie: CookieOptions | ((req: IncomingMessage) => CookieOptions);
   genid: (req: IncomingMessage) => string;
+  /** The application's genid: it may read the request, so it runs where express-session runs it. */
+  customGenid: boolean;
   proxy: boolean | undefined;
   resave: boolean;
   rolling: boolean;
@@ -67,6 +69,10 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
   private sessionPhase = LAZY;
   /** The id the cookie carried, when its signature was valid. */
   private cookieId: string | undefined = undefined;
+  /** The cookie options of a `cookie` function, resolved at the start, as express-session does. */
+  private resolvedCookie: CookieOptions | undefined = undefined;
+  /** The id an application's genid gave at the start, for the session made later on first use. */
+  private firstId: string | undefined = undefined;
   private originalId: string | undefined = undefined;
   private originalContent: string | undefined = undefined;
   private savedContent: string | undefined = undefined;
@@ -94,6 +100,8 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
   /** Starts the request: finds its session cookie, loads the session if there is one, then calls `next`. */
   start(next: (err?: unknown) => void): void {
     const config = this.config;
+    // express-session calls these once, at its start: by first use, a router may have rewritten req.url.
+    if (typeof config.cookie === 'function') this.resolvedCookie = config.cookie(this.req);
     if (config.checkPath && !this.pathHasSessions()) {
       this.sessionPhase = OFF;
       this.continue(next);
@@ -108,8 +116,7 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
       else this.load(id, next);
       return;
     }
-    // express-session saves uninitialized sessions with this option, so every request needs one now.
-    if (config.saveUninitialized) this.makeFirst();
+    this.noSession();
     this.continue(next);
   }
 
@@ -123,7 +130,7 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
       (data) => {
         this.sessionPhase = LAZY;
         if (data) this.adopt(id, data as unknown as Record<string, unknown>);
-        else if (this.config.saveUninitialized) this.makeFirst();
+        else this.noSession();
         next();
       },
       (err: unknown) => {
@@ -133,16 +140,21 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     );
   }
 
+  /** No session came with the request: one is made now or on first use. */
+  private noSession(): void {
+    const config = this.config;
+    // express-session saves uninitialized sessions with this option, so every request needs one now.
+    if (config.saveUninitialized) this.makeFirst();
+    else if (config.customGenid) this.firstId = config.genid(this.req);
+  }
+
   private pathHasSessions(): boolean {
-    const url = this.req.originalUrl ?? this.req.url ?? '/';
-    const query = url.indexOf('?');
-    const path = (query === -1 ? url : url.slice(0, query)) || '/';
+    const path = pathname(this.req.originalUrl ?? this.req.url ?? '/');
     return path.startsWith(this.cookieOptions().path ?? '/');
   }
 
   private cookieOptions(): CookieOptions {
-    const { cookie } = this.config;
-    return typeof cookie === 'function' ? cookie(this.req) : cookie;
+    return this.resolvedCookie ?? (this.config.cookie as CookieOptions);
   }
 
   // ---- req.session, req.sessionID (prototypes.ts) ----------------------------------------------------------
@@ -161,7 +173,9 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
 
   /** `req.session = value` (a session of the application's making, or null to drop it). */
   assignSession(value: SessionObject | null | undefined): void {
-    if (this.sessionPhase === LAZY || this.sessionPhase === LOADING) this.sessionPhase = MADE;
+    // express-session had made the session (and its id) before the application could replace it.
+    if (this.sessionPhase === LAZY) this.makeFirst();
+    else if (this.sessionPhase === LOADING) this.sessionPhase = MADE;
     this.session = value;
   }
 
@@ -171,16 +185,18 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
   }
 
   private makeFirst(): void {
-    this.generate();
+    const id = this.firstId;
+    this.firstId = undefined;
+    this.generate(id);
     this.originalId = this.sessionId;
     this.originalContent = EMPTY_CONTENT;
   }
 
   /** A new session under a new id (also the store's generate(), which regenerate() calls). */
-  generate(): void {
+  generate(given?: string): void {
     const req = this.req;
     const config = this.config;
-    const id = config.genid(req);
+    const id = given ?? config.genid(req);
     // Before the Session: its constructor reads req.sessionID, which must not make another one.
     this.sessionPhase = MADE;
     this.sessionId = id;
@@ -369,6 +385,19 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     if (this.res.destroyed) queueMicrotask(() => rollBackAfterAbort.call(this.res));
     else this.res.once('close', rollBackAfterAbort);
   }
+}
+
+/** The path of a request target, as parseurl.original() gives it (absolute form included: `GET http://host/a`). */
+function pathname(url: string): string {
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    try {
+      return new URL(url).pathname;
+    } catch {
+      // Not absolute ('*', or malformed): compared as sent.
+    }
+  }
+  const query = url.indexOf('?');
+  return (query === -1 ? url : url.slice(0, query)) || '/';
 }
 
 /**

@@ -31,8 +31,9 @@ export function unsign(value: string, secrets: readonly string[]): string | unde
 
 /**
  * The raw value of cookie `name` in a Cookie header: the first one when repeated, quotes removed,
- * %-decoded (what the `cookie` package's parse() gives express-session, for one name, without building an
- * object of every cookie).
+ * %-decoded. This is what the `cookie` package's parse() gives express-session, for one name, without
+ * building an object of every cookie; like parse(), it trims only spaces and tabs (a header may carry other
+ * bytes Node accepts, such as U+00A0, and they belong to the name or value).
  */
 export function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;
@@ -48,9 +49,16 @@ export function cookieValue(header: string | undefined, name: string): string | 
       start = end + 1;
       continue;
     }
-    if (header.slice(start, eq).trim() === name) {
-      let value = header.slice(eq + 1, end).trim();
-      if (value.length > 1 && value.charCodeAt(0) === 34 /* " */ && value.charCodeAt(value.length - 1) === 34) value = value.slice(1, -1);
+    const nameStart = skipBlanks(header, start, eq);
+    if (eq - nameStart >= name.length && header.startsWith(name, nameStart) && skipBlanks(header, nameStart + name.length, eq) === eq) {
+      let from = skipBlanks(header, eq + 1, end);
+      let to = trimBlanks(header, end, from);
+      // Quotes come off even from a lone '"', which leaves the empty value.
+      if (to > from && header.charCodeAt(from) === 34 /* " */ && header.charCodeAt(to - 1) === 34) {
+        from++;
+        to--;
+      }
+      let value = to > from ? header.slice(from, to) : '';
       if (value.includes('%')) {
         try {
           value = decodeURIComponent(value);
@@ -63,6 +71,20 @@ export function cookieValue(header: string | undefined, name: string): string | 
     start = end + 1;
   }
   return undefined;
+}
+
+const isBlank = (code: number) => code === 32 /* space */ || code === 9; /* tab */
+
+/** The first index in [from, to) that is not a space or tab, else `to`. */
+function skipBlanks(text: string, from: number, to: number): number {
+  while (from < to && isBlank(text.charCodeAt(from))) from++;
+  return from;
+}
+
+/** One past the last index in [min, to) that is not a space or tab, else `min`. */
+function trimBlanks(text: string, to: number, min: number): number {
+  while (to > min && isBlank(text.charCodeAt(to - 1))) to--;
+  return to;
 }
 
 /**
