@@ -264,9 +264,9 @@ async function main() {
           globalThis.gc();
           globalThis.gc();
         }
-        const { rss, heapUsed } = process.memoryUsage();
+        const { rss, heapUsed, external } = process.memoryUsage();
         const cpu = process.cpuUsage(counters.cpuSince);
-        reply({ type: 'stats', ...counters, kinds: { ...counters.kinds }, cpuMicros: cpu.user + cpu.system, rss, heapUsed });
+        reply({ type: 'stats', ...counters, kinds: { ...counters.kinds }, cpuMicros: cpu.user + cpu.system, rss, heapUsed, external });
       } else if (msg.type === 'reset') {
         Object.assign(counters, newCounters());
         reply({ type: 'reset' });
