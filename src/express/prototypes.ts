@@ -83,7 +83,11 @@ function equipRequest(proto: object): void {
     },
   });
   equipPrototype(proto, requestScope);
-  bindListeners(proto as EventEmitter, (self: unknown) => requestScope(self)?.root);
+  // Once the response is complete, listeners (Node's own, added as it finishes) need no frame.
+  bindListeners(proto as EventEmitter, (self: unknown) => {
+    const scope = requestScope(self);
+    return scope === undefined || scope.answered() ? undefined : scope.root;
+  });
 }
 
 /** Express's own request (or response) object: the last prototype before Node's. */

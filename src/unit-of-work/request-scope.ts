@@ -187,6 +187,9 @@ const LATEST = Symbol('typeorm-session.latest-request');
 const BEFORE = Symbol('typeorm-session.request-before');
 export type RequestSocket = { [LATEST]?: RequestScope; [BEFORE]?: RequestScope };
 const elsewhere = new WeakMap<object, RequestScope>();
+// Until something goes to the WeakMap, a request not on its socket has no scope: a WeakMap lookup of a new
+// request (every request, for the middleware's mounted-twice check) costs more than the socket's two reads.
+let elsewhereUsed = false;
 
 /** The socket a request arrived on, as the registry uses it (undefined without one). */
 export function socketOf(req: object): RequestSocket | undefined {
@@ -196,11 +199,15 @@ export function socketOf(req: object): RequestSocket | undefined {
 
 export function attachScope(req: object, scope: RequestScope, socket: RequestSocket | undefined = socketOf(req)): void {
   if (socket === undefined) {
+    elsewhereUsed = true;
     elsewhere.set(req, scope);
     return;
   }
   const pushedOut = socket[BEFORE];
-  if (pushedOut !== undefined && !pushedOut.answered()) elsewhere.set(pushedOut.req, pushedOut);
+  if (pushedOut !== undefined && !pushedOut.answered()) {
+    elsewhereUsed = true;
+    elsewhere.set(pushedOut.req, pushedOut);
+  }
   socket[BEFORE] = socket[LATEST];
   socket[LATEST] = scope;
 }
@@ -215,7 +222,7 @@ export function requestScope(req: unknown, socket?: RequestSocket): RequestScope
     const before = on[BEFORE];
     if (before !== undefined && before.req === req) return before;
   }
-  return elsewhere.get(req);
+  return elsewhereUsed ? elsewhere.get(req) : undefined;
 }
 
 /**
