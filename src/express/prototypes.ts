@@ -1,7 +1,7 @@
 import { IncomingMessage, ServerResponse } from 'node:http';
 import type { EventEmitter } from 'node:events';
 import { bindListeners } from '../unit-of-work/context.js';
-import { equipPrototype, requestScope, socketOf, type RequestSocket } from '../unit-of-work/request-scope.js';
+import { equipPrototype, requestScope, slotsOf, socketOf, type RequestSocket } from '../unit-of-work/request-scope.js';
 import { ExpressRequestState } from './request-state.js';
 import { installHold } from './response-hold.js';
 
@@ -31,15 +31,13 @@ function setOwn(target: object, key: string, value: unknown): void {
   Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
-const FOREIGN_SESSION = Symbol('typeorm-session.foreign-session');
-
 /**
  * True when another session middleware gave `req` its session before ours ran. Its assignment went through
  * our accessor's setter, which noted it on the socket (reading the socket is cheap; asking the request for an
  * own property is a slow lookup on every request).
  */
 export function hasForeignSession(req: IncomingMessage, socket: RequestSocket | undefined): boolean {
-  return socket !== undefined && (socket as Record<symbol, unknown>)[FOREIGN_SESSION] === req;
+  return socket !== undefined && slotsOf(socket).foreignSession === req;
 }
 
 function equipRequest(proto: object): void {
@@ -54,7 +52,7 @@ function equipRequest(proto: object): void {
       if (state) return state.assignSession(value as never);
       setOwn(this, 'session', value);
       const socket = socketOf(this);
-      if (socket) (socket as Record<symbol, unknown>)[FOREIGN_SESSION] = this;
+      if (socket) slotsOf(socket).foreignSession = this;
     },
   });
   Object.defineProperty(proto, 'sessionID', {

@@ -183,12 +183,24 @@ export function equipPrototype(proto: object, scopeOf: (self: any) => RequestSco
  * `req` while the next request on a keep-alive connection is served still finds its own). Anything else
  * (no socket, a pipelined request still running when pushed out) goes to a WeakMap.
  */
-const LATEST = Symbol('typeorm-session.latest-request');
-const BEFORE = Symbol('typeorm-session.request-before');
-export type RequestSocket = { [LATEST]?: RequestScope; [BEFORE]?: RequestScope };
+const SLOTS = Symbol('typeorm-session.requests');
+
+/**
+ * What a socket carries for the registry. One object of a fixed shape behind one symbol: each symbol added
+ * to a socket gives it another hidden class, and a read site that has seen several becomes a slow
+ * (megamorphic) one, while this object's fields are read at a fixed offset.
+ */
+export class SocketSlots {
+  latest: RequestScope | undefined = undefined;
+  before: RequestScope | undefined = undefined;
+  /** A request whose `req.session` another session middleware set (prototypes.ts). */
+  foreignSession: object | undefined = undefined;
+}
+
+export type RequestSocket = { [SLOTS]?: SocketSlots };
 const elsewhere = new WeakMap<object, RequestScope>();
 // Until something goes to the WeakMap, a request not on its socket has no scope: a WeakMap lookup of a new
-// request (every request, for the middleware's mounted-twice check) costs more than the socket's two reads.
+// request (every request, for the middleware's mounted-twice check) costs more than the socket's slots.
 let elsewhereUsed = false;
 
 /** The socket a request arrived on, as the registry uses it (undefined without one). */
@@ -197,29 +209,35 @@ export function socketOf(req: object): RequestSocket | undefined {
   return typeof socket === 'object' && socket !== null ? socket : undefined;
 }
 
+/** The registry's slots on a socket, made on first use. */
+export function slotsOf(socket: RequestSocket): SocketSlots {
+  return (socket[SLOTS] ??= new SocketSlots());
+}
+
 export function attachScope(req: object, scope: RequestScope, socket: RequestSocket | undefined = socketOf(req)): void {
   if (socket === undefined) {
     elsewhereUsed = true;
     elsewhere.set(req, scope);
     return;
   }
-  const pushedOut = socket[BEFORE];
+  const slots = slotsOf(socket);
+  const pushedOut = slots.before;
   if (pushedOut !== undefined && !pushedOut.answered()) {
     elsewhereUsed = true;
     elsewhere.set(pushedOut.req, pushedOut);
   }
-  socket[BEFORE] = socket[LATEST];
-  socket[LATEST] = scope;
+  slots.before = slots.latest;
+  slots.latest = scope;
 }
 
 /** The scope of a request (Express's req, Koa's ctx.req), if a middleware of ours is serving it. */
 export function requestScope(req: unknown, socket?: RequestSocket): RequestScope | undefined {
   if (typeof req !== 'object' || req === null) return undefined;
-  const on = socket ?? socketOf(req);
-  if (on !== undefined) {
-    const latest = on[LATEST];
+  const slots = (socket ?? socketOf(req))?.[SLOTS];
+  if (slots !== undefined) {
+    const latest = slots.latest;
     if (latest !== undefined && latest.req === req) return latest;
-    const before = on[BEFORE];
+    const before = slots.before;
     if (before !== undefined && before.req === req) return before;
   }
   return elsewhereUsed ? elsewhere.get(req) : undefined;
@@ -232,10 +250,11 @@ export function requestScope(req: unknown, socket?: RequestSocket): RequestScope
  */
 export function responseScope(res: { socket?: unknown; req?: unknown }): RequestScope | undefined {
   const socket = res.socket as RequestSocket | null | undefined;
-  if (typeof socket === 'object' && socket !== null) {
-    const latest = socket[LATEST];
+  const slots = typeof socket === 'object' && socket !== null ? socket[SLOTS] : undefined;
+  if (slots !== undefined) {
+    const latest = slots.latest;
     if (latest !== undefined && latest.res === res) return latest;
-    const before = socket[BEFORE];
+    const before = slots.before;
     if (before !== undefined && before.res === res) return before;
   }
   return requestScope(res.req);
