@@ -81,10 +81,12 @@ function equipRequest(proto: object): void {
     },
   });
   equipPrototype(proto, requestScope);
-  // Once the response is complete, listeners (Node's own, added as it finishes) need no frame.
+  // Once the response is complete, listeners (Node's own, added as it finishes) need no frame; nor do those
+  // of a request without a transaction (`transaction: false`), which runs in none: a frame there would only
+  // switch on AsyncLocalStorage, and with it async_hooks for the whole process, for nothing.
   bindListeners(proto as EventEmitter, (self: unknown) => {
     const scope = requestScope(self);
-    return scope === undefined || scope.answered() ? undefined : scope.root;
+    return scope === undefined || !scope.options.transactional || scope.answered() ? undefined : scope.root;
   });
 }
 

@@ -7,6 +7,7 @@ import request from 'supertest';
 import type { NextFunction, Request, Response } from 'express';
 import { MiddlewareOrderError, sessionStore } from '../../src/index.js';
 import { onlyOn } from '../helpers/dialect.js';
+import { currentFrame } from '../../src/unit-of-work/context.js';
 import { cookieOf, count, express, namedTable, names, useDatabase } from './harness.js';
 
 const ctx = useDatabase([namedTable('items')], ['items']);
@@ -136,6 +137,22 @@ describe('options', () => {
     expect(second.body).toEqual({ n: 41 });
     expect(await count(ctx, 'sessions')).toBe(1);
     expect(ctx.log.matching(/^(START TRANSACTION|BEGIN)/)).toEqual([]);
+  });
+
+  test('transaction: false runs listeners added to the request in no request frame (there is nothing to find)', async () => {
+    const frames: unknown[] = [];
+    const app = ctx.app(
+      (a) =>
+        a.post('/body', (req, res) => {
+          // What a body parser does: the listener runs later, from a read of the socket.
+          req.on('data', () => frames.push(currentFrame()));
+          req.on('end', () => res.json({ frames: frames.length }));
+        }),
+      { transaction: false },
+    );
+    const res = await request(app).post('/body').send({ a: 1 }).expect(200);
+    expect(res.body).toEqual({ frames: 1 });
+    expect(frames).toEqual([undefined]);
   });
 
   // SQLite has no isolation levels to choose (its transactions are serializable): the level test is for servers.
