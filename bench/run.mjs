@@ -8,6 +8,7 @@
 //   BENCH_DURATION         seconds measured per run (default 10)
 //   BENCH_WARMUP           seconds of unmeasured load before each run (default 2)
 //   BENCH_SLICES           slices the measured time of each store is cut into, stores taking turns (default 10)
+//   BENCH_PROCESSES        server processes per store, taking the store's slices in turn (default 1; nodb: 3)
 //   BENCH_ONLY             comma-separated scenarios to run (read,write,login,db,nodb,prune,memory)
 //   BENCH_MEMORY_REQUESTS  requests in the memory check (default 200000)
 //   BENCH_MEMORY_SAMPLES   samples taken over them, evenly spaced (default 8)
@@ -38,6 +39,11 @@ const WORK = join(OUT, `run-${process.pid}`);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const SLICES = Number(process.env.BENCH_SLICES ?? 10);
+// Processes per app. The no-database route compares apps a few percent apart, less than one process's
+// luck with the JIT (the same app has measured 10-20% apart in two processes of one run): it gets three
+// processes per app, whose slices rotate. Session scenarios differ by far more than that and get one.
+const PROCESSES = process.env.BENCH_PROCESSES ? Number(process.env.BENCH_PROCESSES) : undefined;
+const processesFor = (scenario) => PROCESSES ?? (scenario === 'nodb' ? 3 : 1);
 const CONNECTIONS = 20;
 const SESSIONS = 1000;
 const EXPIRED_ROWS = 1_000_000;
@@ -285,37 +291,46 @@ function describe(run) {
  * Runs one scenario for several stores. Every store's server is started first; the measured time is then
  * cut into BENCH_SLICES slices given to the stores in turn (the order rotating), so a change in the
  * machine's background load during the scenario falls on every store alike instead of on whichever store
- * ran at that moment.
+ * ran at that moment. With several processes per store, each store's slices rotate over its processes.
  */
 async function measureScenario(ctx, scenario, list) {
   for (const table of new Set(list.map((store) => stores[store].table))) if (table) await dropTable(ctx.url, table);
+  const copies = processesFor(scenario);
   const servers = [];
   try {
     for (const store of list) {
-      const server = startServer(store, scenario, ctx.env);
-      servers.push({ store, server, port: await server.ready, slices: [] });
+      for (let copy = 0; copy < copies; copy++) {
+        const server = startServer(store, scenario, ctx.env);
+        servers.push({ store, server, port: await server.ready });
+      }
     }
+    // Per process: a MemoryStore knows only the sessions made through its own process.
     for (const s of servers) s.requests = requestsFor[scenario](['read', 'write'].includes(scenario) ? await seed(s.port) : []);
     await admin(ctx.url, (c) => c.query('CHECKPOINT'));
     for (const s of servers) if (WARMUP > 0) await load(s.port, s.requests, { duration: WARMUP });
     for (const s of servers) await s.server.call({ type: 'reset' });
+    const slices = new Map(list.map((store) => [store, []]));
     for (let slice = 0; slice < SLICES; slice++) {
-      for (let i = 0; i < servers.length; i++) {
-        const s = servers[(slice + i) % servers.length];
-        s.slices.push(await load(s.port, s.requests, { duration: DURATION / SLICES }));
+      for (let i = 0; i < list.length; i++) {
+        const store = list[(slice + i) % list.length];
+        // Round `slice` of every store goes to the same copy number, so paired slices differ in app only.
+        const s = servers.filter((x) => x.store === store)[slice % copies];
+        slices.get(store).push(await load(s.port, s.requests, { duration: DURATION / SLICES }));
       }
     }
-    for (const s of servers) {
-      const stats = await s.server.call({ type: 'stats' });
-      const measured = summarize(s.slices);
+    for (const store of list) {
+      const own = servers.filter((x) => x.store === store);
+      const stats = mergeStats(await Promise.all(own.map((s) => s.server.call({ type: 'stats' }))));
+      const measured = summarize(slices.get(store));
       const run = {
         scenario,
-        store: s.store,
-        label: stores[s.store].label,
+        store,
+        label: stores[store].label,
+        processes: copies,
         ...measured,
         // Each slice's req/s, one per round: the stores took their slices in turn, so round i of two stores
         // ran under nearly the same machine conditions.
-        sliceRps: s.slices.map((slice) => slice.rps),
+        sliceRps: slices.get(store).map((slice) => slice.rps),
         serverRequests: stats.requests,
         serverErrors: stats.errors,
         lastServerError: stats.lastError,
@@ -326,7 +341,7 @@ async function measureScenario(ctx, scenario, list) {
       log(
         `  ${scenario.padEnd(6)} ${run.label.padEnd(46)} ${fmt(run.rps).padStart(7)} req/s  p50 ${fmt(run.p50, 2).padStart(6)} ms` +
           `  p99 ${fmt(run.p99, 2).padStart(6)} ms  ${run.queriesPerRequest.toFixed(2)} queries/req  ${fmt(run.cpuMicrosPerRequest).padStart(5)} µs CPU/req` +
-          `${problems ? `  !! ${problems}` : ''}`,
+          `${copies > 1 ? `  (${copies} processes)` : ''}${problems ? `  !! ${problems}` : ''}`,
       );
       if (run.lastServerError) log(`         last server error: ${run.lastServerError.split('\n')[0]}`);
     }
@@ -336,6 +351,20 @@ async function measureScenario(ctx, scenario, list) {
       noteStderr(`${scenario}/${s.store}`, s.server.stderr());
     }
   }
+}
+
+/** The counters of one store's processes, added up. */
+function mergeStats(all) {
+  const merged = { requests: 0, queries: 0, cpuMicros: 0, errors: 0, lastError: null, kinds: {} };
+  for (const stats of all) {
+    merged.requests += stats.requests;
+    merged.queries += stats.queries;
+    merged.cpuMicros += stats.cpuMicros;
+    merged.errors += stats.errors;
+    merged.lastError ??= stats.lastError;
+    for (const [kind, count] of Object.entries(stats.kinds)) merged.kinds[kind] = (merged.kinds[kind] ?? 0) + count;
+  }
+  return merged;
 }
 
 /** Server stderr lines, printed once per run and kept in the results. */
@@ -615,8 +644,12 @@ function printReport(meta) {
   }
   if (find('nodb', 'ours')) {
     other.push(['nodb', 'sessionStore() / no session middleware', `${fmt(ratio('nodb', 'ours', 'none'), 2)}x`]);
+    other.push(['nodb', 'the same app again / no session middleware (two identical apps)', `${fmt(ratio('nodb', 'none-again', 'none'), 2)}x`]);
     other.push(['nodb', 'an empty middleware / no session middleware', `${fmt(ratio('nodb', 'empty-middleware', 'none'), 2)}x`]);
     other.push(['nodb', 'sessionStore() / an empty middleware', `${fmt(ratio('nodb', 'ours', 'empty-middleware'), 2)}x`]);
+    // Where the no-database route's cost comes from: the async context alone, and ours without it.
+    other.push(['nodb', 'an AsyncLocalStorage.run() middleware / no session middleware', `${fmt(ratio('nodb', 'async-context', 'none'), 2)}x`]);
+    other.push(['nodb', 'sessionStore({ transaction: false }) / no session middleware', `${fmt(ratio('nodb', 'ours-no-transaction', 'none'), 2)}x`]);
     other.push(['nodb', 'express-session + MemoryStore / no session middleware', `${fmt(ratio('nodb', 'memory', 'none'), 2)}x`]);
     other.push(['nodb', 'sessionStore() / express-session + TypeormSessionStore', `${fmt(ratio('nodb', 'ours', 'ours-store'), 2)}x`]);
   }
@@ -787,7 +820,7 @@ async function main() {
       ['write', sessionStores],
       ['login', sessionStores],
       ['db', ['ours', 'handwritten-qr', 'datasource-query']],
-      ['nodb', ['none', 'empty-middleware', 'ours', 'memory', 'ours-store']],
+      ['nodb', ['none', 'none-again', 'empty-middleware', 'async-context', 'ours', 'ours-no-transaction', 'memory', 'ours-store']],
     ];
     for (const [scenario, list] of plan) {
       if (ONLY && !ONLY.has(scenario)) continue;

@@ -6,11 +6,12 @@
 //
 // Every statement any library sends through `pg` is counted here (pg.Client.prototype.query), so the bench
 // reports database round trips per request for every store, ours included, by statement kind.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import express from 'express';
 import session from 'express-session';
-import { stores, dbStores, SECRET, POOL_SIZE, ITEM_COUNT } from './stores.mjs';
+import { stores, dbStores, noSessionApps, SECRET, POOL_SIZE, ITEM_COUNT } from './stores.mjs';
 
 const DAY_MS = 86_400_000;
 
@@ -70,11 +71,17 @@ export async function buildApp(store, url) {
 
   switch (store) {
     case 'none':
+    case 'none-again':
       break;
     case 'empty-middleware':
       // What mounting any middleware costs Express: one more layer for the router to match and call.
       app.use((req, res, next) => next());
       break;
+    case 'async-context': {
+      const storage = new AsyncLocalStorage();
+      app.use((req, res, next) => storage.run({ req }, next));
+      break;
+    }
     case 'memory':
       app.use(session({ ...sessionOptions, store: new session.MemoryStore() }));
       break;
@@ -124,16 +131,21 @@ export async function buildApp(store, url) {
       cleanup.push(() => ourStore.close(), () => dataSource.destroy());
       break;
     }
-    case 'ours': {
+    case 'ours':
+    case 'ours-no-transaction': {
       const { sessionStore } = await loadLibrary();
       dataSource = await ourDataSource(url);
       // BENCH_OURS_OPTIONS (JSON) adds options, to measure what one costs (e.g. {"transaction":false}).
       const extra = JSON.parse(process.env.BENCH_OURS_OPTIONS ?? '{}');
+      if (store === 'ours-no-transaction') extra.transaction = false;
       const middleware = sessionStore({ dataSource, secret: SECRET, cookie: { maxAge: DAY_MS }, ...extra });
       app.use(middleware);
       cleanup.push(() => middleware.close(), () => dataSource.destroy());
       break;
     }
+    default:
+      // Without this, a store named in stores.mjs but not built here would be measured as a bare app.
+      throw new Error(`bench/server.mjs builds no app for store "${store}"`);
   }
 
   // Routes: the same in every app.
@@ -142,7 +154,7 @@ export async function buildApp(store, url) {
     res.json({ ok: true });
   });
 
-  if (store !== 'none') {
+  if (!noSessionApps.includes(store)) {
     // An existing session, read and left unchanged.
     app.get('/read', (req, res) => {
       counters.requests++;
@@ -233,7 +245,7 @@ export async function buildApp(store, url) {
 async function main() {
   const [store, scenario = 'read'] = process.argv.slice(2);
   const url = process.env.DATABASE_URL;
-  const needsDatabase = !['memory', 'none'].includes(store);
+  const needsDatabase = !['memory', ...noSessionApps].includes(store);
   if (needsDatabase && !url) throw new Error('DATABASE_URL is not set');
   const { app, close } = await buildApp(store, url);
   const server = app.listen(0, '127.0.0.1');

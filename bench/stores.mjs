@@ -6,14 +6,25 @@ export const stores = {
   floor: { label: 'floor (pg named prepared statements)', table: 'session_floor' },
   'ours-store': { label: 'ours: TypeormSessionStore + express-session', table: 'sessions' },
   ours: { label: 'ours: sessionStore() (transaction on)', table: 'sessions' },
+  // The same without the request's transaction: no AsyncLocalStorage, no req.db (the no-database route).
+  'ours-no-transaction': { label: 'ours: sessionStore({ transaction: false })', table: 'sessions' },
   // Apps for the one-query comparison: express-session + TypeormSessionStore, the query written by hand.
   'handwritten-qr': { label: 'hand-written QueryRunner transaction', table: 'sessions' },
   'datasource-query': { label: 'dataSource.query(), no transaction', table: 'sessions' },
   // No session middleware at all.
   none: { label: 'express, no session middleware', table: null },
+  // The same app again, measured as if it were another: how far apart two identical apps come out (the
+  // noise floor of the no-database comparison).
+  'none-again': { label: 'express, no session middleware (again)', table: null },
   // One middleware that only calls next(): the least any middleware costs.
   'empty-middleware': { label: 'express + an empty middleware', table: null },
+  // One middleware that runs the rest of the request in AsyncLocalStorage.run(): what the async context that
+  // currentManager() needs costs by itself (on Node 20 it turns on async_hooks for the whole process).
+  'async-context': { label: 'express + an AsyncLocalStorage.run() middleware', table: null },
 };
+
+/** Apps with no session routes (they answer /nodb only) and no database. */
+export const noSessionApps = ['none', 'none-again', 'async-context'];
 
 /** Stores whose /db route exists (a TypeORM DataSource of our kind). */
 export const dbStores = ['ours', 'handwritten-qr', 'datasource-query'];

@@ -1,4 +1,4 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { admin, createTestDatabase, type TestDatabase } from './helpers/database.js';
@@ -15,10 +15,13 @@ const sessionTables: Record<string, string | null> = {
   floor: 'session_floor',
   'ours-store': 'sessions',
   ours: 'sessions',
+  'ours-no-transaction': 'sessions',
   'handwritten-qr': 'sessions',
   'datasource-query': 'sessions',
 };
 const dbRoutes = new Set(['ours', 'handwritten-qr', 'datasource-query']);
+/** Apps without session middleware, for the no-database route. */
+const plainApps = ['none', 'none-again', 'empty-middleware', 'async-context'];
 
 interface Stats {
   requests: number;
@@ -76,7 +79,7 @@ beforeAll(async () => {
     throw new Error('dist/ is missing: run `npm run build` (npm test does)');
   }
   db = await createTestDatabase();
-  for (const store of [...Object.keys(sessionTables), 'none', 'empty-middleware']) servers.set(store, new BenchServer(store, db.url));
+  for (const store of [...Object.keys(sessionTables), ...plainApps]) servers.set(store, new BenchServer(store, db.url));
   await Promise.all([...servers.values()].map((s) => s.ready));
 });
 
@@ -125,7 +128,20 @@ test.each(Object.keys(sessionTables))('the %s bench app logs in, keeps and chang
   else expect(stats.queries).toBe(0);
 });
 
-test.each(['none', 'empty-middleware'])('the %s app (no session middleware) answers its route', async (store) => {
+test.each(plainApps)('the %s app (no session middleware) answers its route', async (store) => {
   const base = await servers.get(store)!.ready;
   expect(await request(base, 'GET', '/nodb')).toMatchObject({ status: 200, body: { ok: true } });
+});
+
+test('every app of bench/stores.mjs is started here, and bench/server.mjs refuses a store it has no app for', () => {
+  const listed = (code: string) =>
+    execFileSync(process.execPath, ['--input-type=module', '-e', code], { cwd: join(__dirname, '..'), encoding: 'utf8' }).trim();
+  const names = JSON.parse(listed("const { stores } = await import('./bench/stores.mjs'); console.log(JSON.stringify(Object.keys(stores)))"));
+  expect([...names].sort()).toEqual([...Object.keys(sessionTables), ...plainApps].sort());
+  const refused = listed(
+    "const { buildApp } = await import('./bench/server.mjs'); " +
+      "const { stores } = await import('./bench/stores.mjs'); stores.unbuilt = { label: 'x', table: null }; " +
+      "console.log(await buildApp('unbuilt').then(() => 'built', (err) => err.message));",
+  );
+  expect(refused).toBe('bench/server.mjs builds no app for store "unbuilt"');
 });
