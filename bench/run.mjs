@@ -39,9 +39,9 @@ const WORK = join(OUT, `run-${process.pid}`);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const SLICES = Number(process.env.BENCH_SLICES ?? 10);
-// Processes per app. The no-database route compares apps a few percent apart, less than one process's
-// luck with the JIT (the same app has measured 10-20% apart in two processes of one run): it gets three
-// processes per app, whose slices rotate. Session scenarios differ by far more than that and get one.
+// Processes per app. The no-database route compares apps a few percent apart, and one process per app does
+// not average out how differently processes settle (an empty middleware once measured 1.19x faster than
+// none): it gets three processes per app, whose slices rotate. Session scenarios differ by far more.
 const PROCESSES = process.env.BENCH_PROCESSES ? Number(process.env.BENCH_PROCESSES) : undefined;
 const processesFor = (scenario) => PROCESSES ?? (scenario === 'nodb' ? 3 : 1);
 const CONNECTIONS = 20;
