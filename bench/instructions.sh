@@ -8,7 +8,9 @@
 # <store> is one of bench/stores.mjs (the apps of bench/server.mjs); route defaults to /nodb. The library is
 # compiled from the working tree first. The server runs under callgrind with --predictable (no background
 # compilation threads); after the warm-up the counters are zeroed, `requests` requests are sent (4
-# connections), and the count is divided by them. Each call takes about five minutes.
+# connections), and the count is divided by them. Each call takes about five minutes. The second line splits
+# the count (bench/instruction-split.mjs): V8's optimising compiler and the GC run in bursts that move the
+# total by a percent or two between runs of one app; the rest, the requests' own work, is what to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,3 +60,4 @@ wait "$server" || true
 # The dump requested above is part 1 of the server's profile.
 total=$(awk '/^(summary|totals):/ { print $2; exit }' "$work/out.$server.1")
 echo "$store $route: $((total / requests)) instructions/request ($requests requests after $warm of warm-up)"
+echo "  $(node bench/instruction-split.mjs "$work/out.$server.1" "$requests")"
