@@ -23,8 +23,8 @@ export const stores = {
   'async-context': { label: 'express + an AsyncLocalStorage.run() middleware', table: null },
 };
 
-/** Apps with no session routes (they answer /nodb only) and no database. */
-export const noSessionApps = ['none', 'none-again', 'async-context'];
+/** Apps with no session middleware: they answer /nodb only, and need no database. */
+export const noSessionApps = ['none', 'none-again', 'empty-middleware', 'async-context'];
 
 /** Stores whose /db route exists (a TypeORM DataSource of our kind). */
 export const dbStores = ['ours', 'handwritten-qr', 'datasource-query'];

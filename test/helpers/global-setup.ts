@@ -20,7 +20,6 @@ async function freePort(): Promise<number> {
   });
 }
 
-
 export default async function globalSetup(): Promise<void> {
   if (testDialect === 'sqlite') return;
   if (testDialect === 'mysql') {
