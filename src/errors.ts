@@ -90,9 +90,16 @@ export class CommitError extends TypeormSessionError {
    * kept, so the same request can safely be sent again. The client is then answered 503 with Retry-After.
    */
   readonly retryable: boolean;
-  constructor(message: string, options?: { cause?: unknown; retryable?: boolean }) {
+  /**
+   * True when the connection was lost while COMMIT was under way (the server ended it, the network broke):
+   * the server may have committed before the answer was lost, and no one can ask it any more. The client
+   * is answered 500 all the same; an application that must know checks its own data.
+   */
+  readonly outcomeUnknown: boolean;
+  constructor(message: string, options?: { cause?: unknown; retryable?: boolean; outcomeUnknown?: boolean }) {
     super('ERR_TRANSACTION_COMMIT', message, options);
     this.retryable = options?.retryable ?? false;
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
     this.status = this.statusCode = this.retryable ? 503 : 500;
   }
 }

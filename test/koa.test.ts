@@ -19,8 +19,10 @@ import {
   NoRequestScopeError,
   TransactionClosedError,
   AcquireTimeoutError,
+  SessionDecodeError,
   type TypeormSessionError,
 } from '../src/index.js';
+import { damagedRows } from './helpers/damaged-rows.js';
 import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from './helpers/database.js';
 import { connectionId, holdFor, onlyOn, openTransactions, poolState, sideQuery, sql as dialectSql, testDialect } from './helpers/dialect.js';
 import { destroyFully } from './helpers/pool.js';
@@ -1174,6 +1176,36 @@ describe('currentManager() and withTransaction() inside Koa', () => {
 });
 
 // ---- 12. construction and mounting errors --------------------------------------------------------------------
+
+describe.each(damagedRows)('a stored row with %s', (_label, data) => {
+  test('reads as no session, is reported once as a SessionDecodeError, and a new session is made over it', async () => {
+    const target = koaApp({
+      '/me': (ctx) => void (ctx.body = { user: ctx.session!.user ?? null }),
+      '/login': (ctx) => {
+        ctx.session!.user = 'alice';
+        ctx.body = { ok: true };
+      },
+    });
+    const login = await request(target.server).get('/login').expect(200);
+    const cookie = cookies(login);
+    const rows = await sql<{ id: string }>('SELECT id FROM sessions');
+    expect(rows).toHaveLength(1);
+    await sql('UPDATE sessions SET data = $1', [data]);
+
+    const me = await within(request(target.server).get('/me').set('Cookie', cookie), 10_000, 'the request with the damaged session');
+    expect(me.status).toBe(200);
+    expect(me.body).toEqual({ user: null });
+    expect(target.reported).toHaveLength(1);
+    expect(target.reported[0]).toBeInstanceOf(SessionDecodeError);
+    expect(target.reported[0]!.message).toContain(rows[0]!.id.slice(0, 8));
+    expect(target.errors).toEqual([]);
+
+    const again = await request(target.server).get('/login').set('Cookie', cookie).expect(200);
+    const fresh = cookies(again);
+    expect(sessionKey(again)).not.toBe(sessionKey(login));
+    await request(target.server).get('/me').set('Cookie', fresh).expect(200, { user: 'alice' });
+  });
+});
 
 describe('construction errors', () => {
   test('no app.keys is a TypeError', () => {

@@ -129,8 +129,15 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     this.config.store.get(id).then(
       (data) => {
         this.sessionPhase = LAZY;
-        if (data) this.adopt(id, data as unknown as Record<string, unknown>);
-        else this.noSession();
+        try {
+          if (data) this.adopt(id, data as unknown as Record<string, unknown>);
+          else this.noSession();
+        } catch (err) {
+          // Inside this callback a throw would be an unhandled rejection and the request would never be
+          // answered: the error goes to Express like a failed load.
+          next(err);
+          return;
+        }
         next();
       },
       (err: unknown) => {

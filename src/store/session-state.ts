@@ -34,6 +34,29 @@ export function expiryOf(session: SessionLike, now: number, ttlMs: number): numb
   return now + ttlMs;
 }
 
+/**
+ * Why a decoded value cannot be a session, or undefined when it can. What the store writes is a plain object
+ * whose `cookie`, when present, is an object with a parseable `expires` and numeric ages; anything else came
+ * from damage or from another program. Such a value must not reach a session library: express-session's
+ * Cookie constructor throws on a non-object, inside its load, where nothing answers the request.
+ */
+export function damageOf(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object') return `it decoded to ${value === null ? 'null' : typeof value}, not an object`;
+  if (Array.isArray(value)) return 'it decoded to an array, not an object';
+  const cookie = (value as { cookie?: unknown }).cookie;
+  if (cookie === undefined || cookie === null) return undefined;
+  if (typeof cookie !== 'object' || Array.isArray(cookie)) return 'its cookie is not an object';
+  const { expires, maxAge, originalMaxAge } = cookie as Record<string, unknown>;
+  if (expires !== undefined && expires !== null) {
+    const usable = typeof expires === 'string' || typeof expires === 'number';
+    if (!usable || !Number.isFinite(new Date(expires).getTime())) return 'its cookie.expires is not a date';
+  }
+  for (const [name, age] of [['maxAge', maxAge], ['originalMaxAge', originalMaxAge]] as const) {
+    if (age !== undefined && age !== null && typeof age !== 'number') return `its cookie.${name} is not a number`;
+  }
+  return undefined;
+}
+
 /** The value at a dotted path, kept only when it is a usable id (string, number or bigint). */
 export function userIdOf(session: SessionLike, path: readonly string[]): string | null {
   let value: unknown = session;

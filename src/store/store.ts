@@ -29,7 +29,8 @@ import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
-import { digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
+import { hearPoolErrors } from '../connection-errors.js';
+import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
 
@@ -474,9 +475,10 @@ export class TypeormSessionStore extends Store {
 
   private decode(handle: string, text: string): StoredSession | null {
     try {
-      const value = this.options.serializer.parse(text);
-      if (value && typeof value === 'object') return value as StoredSession;
-      throw new TypeError(`decoded to ${value === null ? 'null' : typeof value}, not an object`);
+      const value: unknown = this.options.serializer.parse(text);
+      const damage = damageOf(value);
+      if (damage === undefined) return value as StoredSession;
+      throw new TypeError(damage);
     } catch (cause) {
       this.report(
         new SessionDecodeError(`typeorm-session: stored session ${logTag(handle)}… could not be decoded; treated as no session`, {
@@ -528,6 +530,8 @@ export class TypeormSessionStore extends Store {
         'typeorm-session: the DataSource is not initialized; call dataSource.initialize() before serving requests',
       );
     }
+    // Before the first request: every connection the pool makes from now on has a listener from its birth.
+    hearPoolErrors(dataSource.driver);
     await this.registration;
     try {
       await ensureTable({

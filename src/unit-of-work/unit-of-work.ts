@@ -4,6 +4,7 @@ import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
 import { beginStatements, isRetryable, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
 import { giveBack, ownRunner, takeConnection } from './connection.js';
+import { errorHeardOn, hearErrors, hearPoolErrors, isConnectionLost, isSymptomOfDeath } from '../connection-errors.js';
 
 const debug = createDebug('typeorm-session:transaction');
 
@@ -149,11 +150,13 @@ export class UnitOfWork {
 
   private async begin(): Promise<void> {
     const runner = this.runner!;
+    hearPoolErrors(this.dataSource.driver);
     await takeConnection(runner, this.dataSource, this.dialect, this.options.acquireTimeoutMs);
     this.connected = true;
     // Keep the connection's own error: after a backend is killed, TypeORM releases the runner and later
     // calls fail with "query runner already released", which hides the real cause (FIELD-NOTES 10).
     const connection = (runner as unknown as { databaseConnection?: { on?: Function } }).databaseConnection;
+    hearErrors(connection);
     if (typeof connection?.on === 'function') {
       const onError = (err: unknown) => (this.connectionError ??= err);
       connection.on('error', onError);
@@ -251,8 +254,17 @@ export class UnitOfWork {
           await this.control('COMMIT');
           return 'committed';
         } catch (err) {
-          await this.rollback();
           const cause = this.realCause(err);
+          if (this.connectionError !== undefined || isConnectionLost(cause)) {
+            // Nothing can be rolled back on a connection that is gone, and the server may have committed
+            // just before it went: say so rather than claim a rollback.
+            this.brokenBy = cause;
+            throw new CommitError(
+              'typeorm-session: the connection was lost while COMMIT was under way; the transaction may or may not have committed',
+              { cause, outcomeUnknown: true },
+            );
+          }
+          await this.rollback();
           throw new CommitError('typeorm-session: committing the request transaction failed; it was rolled back', {
             cause,
             retryable: isRetryable(this.dialect, cause),
@@ -278,16 +290,13 @@ export class UnitOfWork {
   }
 
   private realCause(err: unknown): unknown {
-    if (this.connectionError === undefined) return err;
-    // The connection failed during this transaction (the server ended it): every later statement fails
-    // because of that, with messages that hide it ("query runner already released", pg's "not queryable",
-    // mysql2's "connection is in closed state"). The error event said why.
-    const { name, message } = (err ?? {}) as { name?: string; message?: string };
-    const driverMessage = String((err as { driverError?: { message?: unknown } } | null)?.driverError?.message ?? '');
-    const symptom =
-      name === 'QueryRunnerAlreadyReleasedError' ||
-      /connection is in closed state|not queryable|Connection terminated/i.test(`${message ?? ''} ${driverMessage}`);
-    return symptom ? this.connectionError : err;
+    // The connection failed (the server ended it): every later statement fails because of that, with
+    // messages that hide it ("query runner already released", pg's "not queryable", mysql2's "connection is
+    // in closed state"). The error event said why; it may have come before this request took the connection.
+    const died =
+      this.connectionError ?? errorHeardOn((this.runner as unknown as { databaseConnection?: unknown } | undefined)?.databaseConnection);
+    if (died === undefined) return err;
+    return isSymptomOfDeath(err) ? died : err;
   }
 
   private async release(runner: QueryRunner): Promise<void> {
