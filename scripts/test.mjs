@@ -15,6 +15,9 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import chromium from './chromium.cjs';
+
+const { findChromium, isCI, missingChromiumMessage } = chromium;
 
 let passed = 0;
 let failed = 0;
@@ -97,6 +100,8 @@ for (const configuration of process.env.TEST_MATRIX === 'quick' ? configurations
 }
 if (existsSync('dist/cjs/index.js')) step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
 
+// jest.config.cjs leaves the browser suite out when there is no Chromium (outside CI); say so plainly.
+if (!findChromium() && !isCI()) process.stdout.write(`\n${missingChromiumMessage()}\n`);
 if (failures.length) process.stdout.write(`\nFailed:\n- ${failures.join('\n- ')}\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
 process.exitCode = failed === 0 && passed > 0 ? 0 : 1;
