@@ -31,11 +31,16 @@ server.listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
   console.log('Create an account, sign in from a second browser, then see "Where you\'re signed in". Ctrl-C stops it.');
 });
 
-async function shutdown() {
+server.on('error', async (err) => {
+  console.error(`${err.message}: set PORT to another port`);
+  await shutdown(1);
+});
+
+async function shutdown(code = 0) {
   server.close();
   await dataSource.destroy();
   await database.stop();
-  process.exit(0);
+  process.exit(code);
 }
-process.on('SIGINT', shutdown);
-process.on('SIGTERM', shutdown);
+process.on('SIGINT', () => shutdown());
+process.on('SIGTERM', () => shutdown());
