@@ -1,65 +1,93 @@
-// A login flow on Express: register, log in (with session regeneration), see who you are, log out.
-// The users table is the app's own; req.db writes to it inside the request's transaction, together with
-// the session, so a failed request leaves neither a half-made user nor a half-made login.
+// The example on Express: the shared pages and actions (shared/routes.mjs) behind sessionStore(), with
+// express.urlencoded for forms. See README "Try it" for what it shows.
 import express from 'express';
-import { sessionStore } from 'typeorm-session';
-import { User, hashPassword, checkPassword, page, homePage } from './users.mjs';
+import { sessionStore, signIn, signOut, signOutEverywhere, signOutOtherSessions } from 'typeorm-session';
+import { securityHeaders } from './shared/headers.mjs';
+import { INPUT_LIMITS, InputError, tooLargeBody } from './shared/input.mjs';
+import { stylesheet } from './shared/pages.mjs';
+import { createRoutes, errorResponse, notFound } from './shared/routes.mjs';
 
-export { User };
+export { entities } from './shared/entities.mjs';
 
-export function createApp(dataSource, { secret = 'change-me' } = {}) {
+const FRAMEWORK = 'Express';
+
+/**
+ * Options: `secret` (required; signs the session cookie), `trustProxy` (default false: the app is behind
+ * one reverse proxy that sets X-Forwarded-For and X-Forwarded-Proto, so client addresses and https are
+ * read from them and cookies are `Secure` when the client used https), `loginLimits` (default LOGIN_LIMITS).
+ */
+export function createApp(dataSource, { secret, trustProxy = false, loginLimits } = {}) {
+  if (!secret) throw new TypeError('createApp: option "secret" is required');
   const app = express();
-  app.use(sessionStore({ dataSource, secret, cookie: { maxAge: 24 * 3600 * 1000, sameSite: 'lax' } }));
-  app.use(express.urlencoded({ extended: false }));
+  app.disable('x-powered-by');
+  if (trustProxy) app.set('trust proxy', 1);
+  const handle = createRoutes({ dataSource, framework: FRAMEWORK, loginLimits });
 
-  app.get('/', async (req, res) => {
-    const user = req.session.userId ? await req.db.findOneBy(User, { id: req.session.userId }) : null;
-    res.send(homePage(user));
+  app.use((req, res, next) => {
+    res.set(securityHeaders);
+    next();
   });
+  app.get('/style.css', (req, res) => res.set('Cache-Control', 'no-cache').type('css').send(stylesheet));
+  app.use(
+    sessionStore({
+      dataSource,
+      secret,
+      proxy: trustProxy,
+      cookie: { maxAge: 24 * 3600 * 1000, sameSite: 'lax', httpOnly: true, secure: 'auto' },
+    }),
+  );
+  app.use(express.urlencoded({ extended: false, limit: INPUT_LIMITS.formBytes, parameterLimit: 20 }));
 
-  app.get('/me', (req, res) => {
-    res.json({ userId: req.session.userId ?? null });
-  });
-
-  app.post('/register', async (req, res) => {
-    const { email, password } = req.body;
-    if (!email || !password) return res.status(400).send(page('<p>Email and password are required. <a href="/">Back</a></p>'));
-    if (await req.db.findOneBy(User, { email })) {
-      return res.status(409).send(page('<p>That email is taken. <a href="/">Back</a></p>'));
+  app.use(async (req, res, next) => {
+    try {
+      const result = await handle(webOf(req, res));
+      if (result) send(res, result);
+      else send(res, notFound(FRAMEWORK));
+    } catch (err) {
+      next(err);
     }
-    const user = await req.db.save(User, { email, passwordHash: await hashPassword(password) });
-    await logIn(req, user.id);
-    res.redirect(303, '/');
   });
 
-  app.post('/login', async (req, res) => {
-    const { email, password } = req.body;
-    const user = email ? await req.db.findOneBy(User, { email }) : null;
-    if (!user || !(await checkPassword(password ?? '', user.passwordHash))) {
-      return res.status(401).send(page('<p>Wrong email or password. <a href="/">Back</a></p>'));
-    }
-    await logIn(req, user.id);
-    res.redirect(303, '/');
+  // Express's own handler would show the stack trace outside production; this one never does.
+  app.use((err, req, res, next) => {
+    if (res.headersSent) return next(err);
+    send(res, errorResponse(bodyParserError(err), FRAMEWORK));
   });
-
-  app.post('/logout', (req, res, next) => {
-    req.session.destroy((err) => {
-      if (err) return next(err);
-      res.clearCookie('connect.sid');
-      res.redirect(303, '/');
-    });
-  });
-
   return app;
 }
 
-// A new session id at login, so an id planted before login is worthless after it (session fixation).
-function logIn(req, userId) {
-  return new Promise((resolve, reject) => {
-    req.session.regenerate((err) => {
-      if (err) return reject(err);
-      req.session.userId = userId;
-      resolve();
-    });
-  });
+/** express.urlencoded's refusals as the messages the Koa app gives for the same input. */
+function bodyParserError(err) {
+  if (err?.type === 'entity.too.large' || err?.type === 'parameters.too.many') return tooLargeBody();
+  if (typeof err?.type === 'string' && err.status >= 400 && err.status < 500) {
+    return new InputError('The form could not be read. Reload the page and try again.', err.status);
+  }
+  return err;
+}
+
+function webOf(req, res) {
+  return {
+    method: req.method,
+    path: req.path,
+    form: req.body ?? {},
+    get session() {
+      return req.session ?? null;
+    },
+    get db() {
+      return req.db;
+    },
+    store: req.sessionStore,
+    ip: req.ip,
+    userAgent: req.get('user-agent'),
+    signIn: (userId, metadata) => signIn(req, userId, { metadata }),
+    signOut: () => signOut(req, res),
+    signOutOtherSessions: () => signOutOtherSessions(req),
+    signOutEverywhere: () => signOutEverywhere(req, res),
+  };
+}
+
+function send(res, result) {
+  if (result.redirect) res.redirect(303, result.redirect);
+  else if (result.json) res.json(result.json);
+  else res.status(result.status).type('html').send(result.html);
 }

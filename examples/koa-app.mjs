@@ -1,77 +1,79 @@
-// The same login flow on Koa: ctx.db is the request's transaction, ctx.session is koa-session on the
-// TypeORM store. Koa answers after the middleware chain, so the commit always precedes the response.
+// The example on Koa: the same pages and actions as the Express app (shared/routes.mjs) behind
+// koaSessionStore(). Koa answers after the middleware chain, so the commit always precedes the response.
 import Koa from 'koa';
-import { koaSessionStore } from 'typeorm-session/koa';
-import { User, hashPassword, checkPassword, page, homePage } from './users.mjs';
+import { koaSessionStore, signIn, signOut, signOutEverywhere, signOutOtherSessions } from 'typeorm-session/koa';
+import { readForm } from './shared/form.mjs';
+import { securityHeaders } from './shared/headers.mjs';
+import { stylesheet } from './shared/pages.mjs';
+import { createRoutes, errorResponse, notFound } from './shared/routes.mjs';
 
-export { User };
+export { entities } from './shared/entities.mjs';
 
-// A small form parser, so the example needs no body-parser package.
-async function formBody(ctx) {
-  let text = '';
-  for await (const chunk of ctx.req) text += chunk;
-  return Object.fromEntries(new URLSearchParams(text));
-}
+const FRAMEWORK = 'Koa';
 
-export function createApp(dataSource, { keys = ['change-me'] } = {}) {
-  const app = new Koa();
-  app.keys = keys;
-  app.use(koaSessionStore(app, { dataSource, maxAge: 24 * 3600 * 1000, sameSite: 'lax' }));
+/** The same options as the Express app's createApp (see express-app.mjs). */
+export function createApp(dataSource, { secret, trustProxy = false, loginLimits } = {}) {
+  if (!secret) throw new TypeError('createApp: option "secret" is required');
+  // With `proxy`, ctx.ip and ctx.secure come from X-Forwarded-For (one hop) and X-Forwarded-Proto, and
+  // koa-session's cookie is `Secure` whenever the request was https.
+  const app = new Koa({ proxy: trustProxy, maxIpsCount: trustProxy ? 1 : 0 });
+  app.keys = [secret];
+  const handle = createRoutes({ dataSource, framework: FRAMEWORK, loginLimits });
+  const sessions = koaSessionStore(app, { dataSource, maxAge: 24 * 3600 * 1000, sameSite: 'lax', httpOnly: true });
 
-  const routes = {
-    'GET /': async (ctx) => {
-      const user = ctx.session.userId ? await ctx.db.findOneBy(User, { id: ctx.session.userId }) : null;
-      ctx.body = homePage(user);
-    },
-    'GET /me': async (ctx) => {
-      ctx.body = { userId: ctx.session.userId ?? null };
-    },
-    'POST /register': async (ctx) => {
-      const { email, password } = await formBody(ctx);
-      if (!email || !password) {
-        ctx.status = 400;
-        ctx.body = page('<p>Email and password are required. <a href="/">Back</a></p>');
-        return;
-      }
-      if (await ctx.db.findOneBy(User, { email })) {
-        ctx.status = 409;
-        ctx.body = page('<p>That email is taken. <a href="/">Back</a></p>');
-        return;
-      }
-      const user = await ctx.db.save(User, { email, passwordHash: await hashPassword(password) });
-      await logIn(ctx, user.id);
-      ctx.status = 303;
-      ctx.redirect('/');
-    },
-    'POST /login': async (ctx) => {
-      const { email, password } = await formBody(ctx);
-      const user = email ? await ctx.db.findOneBy(User, { email }) : null;
-      if (!user || !(await checkPassword(password ?? '', user.passwordHash))) {
-        ctx.status = 401;
-        ctx.body = page('<p>Wrong email or password. <a href="/">Back</a></p>');
-        return;
-      }
-      await logIn(ctx, user.id);
-      ctx.status = 303;
-      ctx.redirect('/');
-    },
-    'POST /logout': async (ctx) => {
-      ctx.session = null;
-      ctx.status = 303;
-      ctx.redirect('/');
-    },
-  };
-
+  // Outermost, so it also answers for errors of the session middleware, with a page that shows no internals.
+  app.use(async (ctx, next) => {
+    ctx.set(securityHeaders);
+    try {
+      await next();
+    } catch (err) {
+      send(ctx, errorResponse(err, FRAMEWORK));
+    }
+  });
+  app.use(async (ctx, next) => {
+    if (ctx.method !== 'GET' || ctx.path !== '/style.css') return next();
+    ctx.set('Cache-Control', 'no-cache');
+    ctx.type = 'css';
+    ctx.body = stylesheet;
+  });
+  app.use(sessions);
   app.use(async (ctx) => {
-    const route = routes[`${ctx.method} ${ctx.path}`];
-    if (!route) ctx.throw(404);
-    await route(ctx);
+    const form = ctx.method === 'POST' ? await readForm(ctx.req) : {};
+    send(ctx, (await handle(webOf(ctx, form, sessions.store))) ?? notFound(FRAMEWORK));
   });
   return app;
 }
 
-// A new session id at login (session fixation): koa-session's regenerate destroys the old one.
-async function logIn(ctx, userId) {
-  await ctx.session.regenerate();
-  ctx.session.userId = userId;
+function webOf(ctx, form, store) {
+  return {
+    method: ctx.method,
+    path: ctx.path,
+    form,
+    get session() {
+      return ctx.session ?? null;
+    },
+    get db() {
+      return ctx.db;
+    },
+    store,
+    ip: ctx.ip,
+    userAgent: ctx.get('user-agent'),
+    signIn: (userId, metadata) => signIn(ctx, userId, { metadata }),
+    signOut: async () => signOut(ctx),
+    signOutOtherSessions: () => signOutOtherSessions(ctx),
+    signOutEverywhere: () => signOutEverywhere(ctx),
+  };
+}
+
+function send(ctx, result) {
+  if (result.redirect) {
+    ctx.status = 303;
+    ctx.redirect(result.redirect);
+  } else if (result.json) {
+    ctx.body = result.json;
+  } else {
+    ctx.status = result.status;
+    ctx.type = 'html';
+    ctx.body = result.html;
+  }
 }

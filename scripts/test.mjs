@@ -10,11 +10,15 @@
 //   mysql     typeorm 0.3  express 4  koa 2    when MYSQL_URL is set
 //   embedded PostgreSQL 18, typeorm 1.x        when DATABASE_URL is set too (CI), so both servers are covered
 // PostgreSQL is DATABASE_URL, or an embedded PostgreSQL 18 the test setup starts when it is unset.
-// TEST_MATRIX=quick runs only the first configuration.
+// TEST_MATRIX=quick runs only the first configuration. The browser suite (test/browser.test.ts) runs in the
+// first configuration only (TEST_BROWSER=0 leaves it out of the others).
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import chromium from './chromium.cjs';
+
+const { findChromium, isCI, missingChromiumMessage } = chromium;
 
 let passed = 0;
 let failed = 0;
@@ -25,7 +29,7 @@ const inBand = ['--runInBand', '--detectOpenHandles'];
 
 const configurations = [
   { label: 'postgres, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern }, args: [] },
-  { label: 'postgres, typeorm 0.3, express 4, koa 2 (--detectOpenHandles)', env: { TEST_DB: 'postgres', ...older }, args: inBand },
+  { label: 'postgres, typeorm 0.3, express 4, koa 2 (--detectOpenHandles)', env: { TEST_DB: 'postgres', ...older, TEST_BROWSER: '0' }, args: inBand },
   { label: 'sqlite, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'sqlite', ...modern }, args: [] },
   { label: 'sqlite, typeorm 0.3, express 4, koa 2', env: { TEST_DB: 'sqlite', ...older }, args: [] },
   ...(process.env.MYSQL_URL
@@ -35,7 +39,7 @@ const configurations = [
       ]
     : []),
   ...(process.env.DATABASE_URL
-    ? [{ label: 'embedded postgres 18, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern, DATABASE_URL: '' }, args: [] }]
+    ? [{ label: 'embedded postgres 18, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern, DATABASE_URL: '', TEST_BROWSER: '0' }, args: [] }]
     : []),
 ];
 
@@ -97,6 +101,8 @@ for (const configuration of process.env.TEST_MATRIX === 'quick' ? configurations
 }
 if (existsSync('dist/cjs/index.js')) step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
 
+// jest.config.cjs leaves the browser suite out when there is no Chromium (outside CI); say so plainly.
+if (!findChromium() && !isCI()) process.stdout.write(`\n${missingChromiumMessage()}\n`);
 if (failures.length) process.stdout.write(`\nFailed:\n- ${failures.join('\n- ')}\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
 process.exitCode = failed === 0 && passed > 0 ? 0 : 1;

@@ -1,0 +1,3 @@
+export function findChromium(): string | null;
+export function isCI(): boolean;
+export function missingChromiumMessage(): string;
