@@ -95,6 +95,7 @@ function jest({ label, env, args }) {
 }
 
 step('build', process.execPath, ['scripts/build.mjs']);
+step('no import cycle in src', process.execPath, ['scripts/check-cycles.mjs']);
 step('type-check src, tests and examples', process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/tsconfig.json', '--noEmit']);
 for (const configuration of process.env.TEST_MATRIX === 'quick' ? configurations.slice(0, 1) : configurations) {
   jest(configuration);

@@ -26,8 +26,8 @@ import { damagedRows } from './helpers/damaged-rows.js';
 import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from './helpers/database.js';
 import { connectionId, holdFor, onlyOn, openTransactions, poolState, sideQuery, sql as dialectSql, testDialect } from './helpers/dialect.js';
 import { destroyFully } from './helpers/pool.js';
-import { deferred, eventually, sleep, within, type Deferred } from './helpers/async.js';
-import { rawRequest, type RawResponse } from './helpers/raw-http.js';
+import { deferred, eventually, within, type Deferred } from './helpers/async.js';
+import { rawRequest } from './helpers/raw-http.js';
 
 const serial = { postgres: 'serial PRIMARY KEY', mysql: 'INT AUTO_INCREMENT PRIMARY KEY', sqlite: 'INTEGER PRIMARY KEY AUTOINCREMENT' }[testDialect];
 const SCHEMA = [
@@ -879,7 +879,7 @@ if (onlyOn('postgres', 'mysql')) describe('a connection terminated mid-request',
         if (testDialect === 'mysql') await sql(`KILL ${Number(pid)}`);
         else await sql('SELECT pg_terminate_backend($1)', [Number(pid)]);
         if (waitForRelease) {
-          // The worst case of FIELD-NOTES 10: the pg client saw the error and TypeORM released the runner.
+          // The worst case of a killed backend: the pg client saw the error and TypeORM released the runner.
           const runner = ctx.db.queryRunner as unknown as { isReleased: boolean };
           expect(await eventually(() => runner.isReleased, 5000)).toBe(true);
         }

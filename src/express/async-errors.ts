@@ -1,6 +1,6 @@
 /**
  * Express 4 ignores the promise an async handler returns: a rejection is dropped and the request hangs
- * (FIELD-NOTES 5). For the app our middleware is mounted on (never globally), this wraps each handler so a
+ * (Express 4 drops the rejection of an async handler, and the request hangs). For the app our middleware is mounted on (never globally), this wraps each handler so a
  * rejection goes to next(err), as Express 5 does. Express 5 apps are left untouched.
  */
 type Handler = ((...args: any[]) => unknown) & { __typeormSessionWrapped?: true };

@@ -302,7 +302,7 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
   private sessionAtEnd(): Promise<void> | undefined {
     this.ending = true;
     this.sessionSettled = true;
-    // The client went away: nothing of this request may persist, its session included (FIELD-NOTES 6).
+    // The client went away: nothing of this request may persist, its session included (after an abort 'finish' never fires, and the handler keeps running).
     if (this.res.destroyed) this.failed = true;
     if (this.foreignStore !== undefined && this.foreignStore !== this.config.store) {
       this.sessionFailure ??= new MiddlewareOrderError(
@@ -409,7 +409,7 @@ function pathname(url: string): string {
 
 /**
  * A client that disconnects before the response is complete: roll back at once, which also fences the
- * handler's remaining queries (the handler keeps running after an abort; FIELD-NOTES 6). 'close' fires in
+ * handler's remaining queries (the handler keeps running after an abort; Node does not stop it). 'close' fires in
  * every case, 'finish' only on success, so `writableFinished` tells them apart. Shared by all requests.
  */
 function rollBackAfterAbort(this: ServerResponse): void {

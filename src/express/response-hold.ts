@@ -4,7 +4,7 @@ import { responseScope } from '../unit-of-work/request-scope.js';
 /**
  * Holds a response's status line, headers and body inside the process until the request's unit of work has
  * decided, so nothing reaches the client before the transaction has committed and the session is saved
- * (FIELD-NOTES 4, express-session #309). A failed decision sends a bare 5xx instead; if bytes have already
+ * (express-session saves inside res.end, after the headers and all but the last byte have left: express-session #309, #538). A failed decision sends a bare 5xx instead; if bytes have already
  * left (a stream), the connection is destroyed so the client sees a broken response, not a clean one.
  *
  * The hold is four methods on Express's response prototype, installed once (prototypes.ts), that look up the

@@ -1,5 +1,5 @@
 import { Store, type SessionData } from 'express-session';
-import type { DataSource, QueryRunner } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import createDebug from 'debug';
 import { settle, type Callback } from '../callback.js';
 import {

@@ -3,7 +3,7 @@ import { AcquireTimeoutError } from '../errors.js';
 
 /**
  * Takes a connection for `runner`, giving up after `timeoutMs`. pg-pool waits forever by default
- * (connectionTimeoutMillis = 0), so a saturated pool would otherwise hang requests (FIELD-NOTES 3). A
+ * (connectionTimeoutMillis = 0), so a saturated pool would otherwise hang requests. A
  * connection that arrives after the timeout is handed straight back to the pool.
  */
 export async function acquire(runner: QueryRunner, timeoutMs: number): Promise<void> {

@@ -74,7 +74,7 @@ export async function takeConnection(runner: QueryRunner, dataSource: DataSource
 
 /**
  * Gives the connection back. `broken` is set when the connection may still be inside the transaction (a
- * failed ROLLBACK): it is then destroyed instead of returned to the pool (FIELD-NOTES 1).
+ * failed ROLLBACK): it is then destroyed instead of returned to the pool, where the next borrower would see its uncommitted rows.
  */
 export async function giveBack(runner: QueryRunner, dataSource: DataSource, dialect: DialectName, broken: unknown) {
   if (dialect === 'sqlite') {

@@ -2,15 +2,23 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { EventEmitter } from 'node:events';
 import type { EntityManager } from 'typeorm';
 import { NoRequestScopeError } from '../errors.js';
-import type { RequestScope } from './request-scope.js';
+
+/**
+ * What code far from the request needs of the request's scope (request-scope.ts makes every frame; this
+ * module only stores them, so it does not import that one).
+ */
+export interface FrameScope {
+  readonly options: { readonly transactional: boolean };
+  readonly unitOfWork: { readonly closed: boolean; readonly manager: EntityManager };
+}
 
 /**
  * The request scope visible to code far from the request object. Each request (and each nested scope) runs
  * with its own store object, never a shared mutable stack, so concurrent branches of one request cannot see
- * each other's state (FIELD-NOTES 7).
+ * each other's state (typeorm-transactional's shared stack let Promise.all siblings run queries on each other's connections).
  */
 export interface ScopeFrame {
-  readonly scope: RequestScope;
+  readonly scope: FrameScope;
   /** Nested scopes opened inside this frame run one at a time, in call order (unset until the first). */
   queue: Promise<void> | undefined;
 }

@@ -18,7 +18,7 @@ export function reporter(onError: ((error: TypeormSessionError) => void) | undef
 
 /**
  * A client that disconnects before the response is complete: roll back at once, which also fences the
- * handler's remaining queries (the handler keeps running after an abort; FIELD-NOTES 6). 'close' fires in
+ * handler's remaining queries (the handler keeps running after an abort; Node does not stop it). 'close' fires in
  * every case, 'finish' only on success, so `writableFinished` tells them apart.
  */
 export function rollBackOnClientAbort(

@@ -260,10 +260,14 @@ export function responseScope(res: { socket?: unknown; req?: unknown }): Request
   return requestScope(res.req);
 }
 
+/** A frame of this module's making: every frame in the async context is a RequestScope's or a child of one. */
+type RequestFrame = ScopeFrame & { readonly scope: RequestScope };
+const requestFrame = () => currentFrame() as RequestFrame | undefined;
+
 /** The scope a store call belongs to: from the session's request when there is one, else the async context. */
 export function scopeOf(session?: unknown): RequestScope | undefined {
   const req = (session as { req?: unknown } | null | undefined)?.req;
-  return (req === undefined ? undefined : requestScope(req)) ?? currentFrame()?.scope;
+  return (req === undefined ? undefined : requestScope(req)) ?? requestFrame()?.scope;
 }
 
 /**
@@ -272,7 +276,7 @@ export function scopeOf(session?: unknown): RequestScope | undefined {
  * nests further. Throws NoRequestScopeError outside a request.
  */
 export async function withTransaction<T>(fn: (manager: EntityManager) => Promise<T> | T): Promise<T> {
-  const parent = currentFrame();
+  const parent = requestFrame();
   if (!parent || !parent.scope.options.transactional) {
     throw new NoRequestScopeError('typeorm-session: withTransaction() was called outside a request scope');
   }
@@ -282,7 +286,7 @@ export async function withTransaction<T>(fn: (manager: EntityManager) => Promise
   parent.queue = new Promise<void>((resolve) => (done = resolve));
   try {
     await previous;
-    const child: ScopeFrame = { scope: parent.scope, queue: undefined };
+    const child: RequestFrame = { scope: parent.scope, queue: undefined };
     return await unitOfWork.savepoint(() => runInFrame(child, async () => fn(unitOfWork.manager)));
   } finally {
     done();

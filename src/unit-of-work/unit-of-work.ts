@@ -34,7 +34,9 @@ type OwnedManager = EntityManager & { queryRunner: OwnedRunner };
  *
  * The QueryRunner is created on first use of `manager` but takes no connection until its first query. It is
  * marked as already inside a transaction from the start, so TypeORM's own save()/transaction() nest inside
- * it instead of opening their own; the real BEGIN is sent just before the first query (FIELD-NOTES 1, 2).
+ * it instead of opening their own; the real BEGIN is sent just before the first query. TypeORM's release()
+ * does not roll back, so the end always rolls back first; and a query sent after COMMIT/ROLLBACK would run
+ * in autocommit, so it is fenced.
  * BEGIN, COMMIT and ROLLBACK go to the driver's connection directly (the DataSource's logger still sees
  * them): through the QueryRunner each would cost subscriber broadcasts and several awaits.
  */
@@ -154,7 +156,7 @@ export class UnitOfWork {
     await takeConnection(runner, this.dataSource, this.dialect, this.options.acquireTimeoutMs);
     this.connected = true;
     // Keep the connection's own error: after a backend is killed, TypeORM releases the runner and later
-    // calls fail with "query runner already released", which hides the real cause (FIELD-NOTES 10).
+    // calls fail with "query runner already released", which hides the real cause.
     const connection = (runner as unknown as { databaseConnection?: { on?: Function } }).databaseConnection;
     hearErrors(connection);
     if (typeof connection?.on === 'function') {
@@ -196,7 +198,7 @@ export class UnitOfWork {
 
   /**
    * Runs `fn` inside a savepoint on this transaction's connection. Nested scopes started from the same
-   * frame run one after another: TypeORM's savepoint depth counter is shared per runner (FIELD-NOTES 9),
+   * frame run one after another: TypeORM's savepoint depth counter is shared per runner (typeorm #10209),
    * so this keeps its own numbering and never runs two savepoints at once.
    */
   async savepoint<T>(fn: () => Promise<T>): Promise<T> {

@@ -176,7 +176,7 @@ describe('withTransaction', () => {
 
   test('the request failing rolls back nested scopes that had succeeded', async () => {
     const app = ctx.app((a) =>
-      a.post('/fail', async (req, res) => {
+      a.post('/fail', async (_req, res) => {
         await withTransaction((m) => m.query(`INSERT INTO items (name) VALUES ('nested')`));
         res.status(500).send('failed');
       }),

@@ -203,7 +203,7 @@ test('a session save failing after the first chunk left breaks the response: nev
 
   expect(response.res.statusCode).toBe(200);
   expect(first).toBe('first;');
-  // express-session writes the final chunk before saving (FIELD-NOTES 4), so it may arrive; what never
+  // express-session writes the final chunk before saving (express-session #538), so it may arrive; what never
   // arrives is the end of the body: the client cannot take this for a complete response.
   expect(rest.complete).toBe(false);
   // The rows were committed before the first byte; only the session write failed.
