@@ -6,7 +6,7 @@ import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.j
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
 import { attachScope, requestScope, socketOf, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
-import { reporter } from '../unit-of-work/glue.js';
+import { reporter } from '../reporter.js';
 import { forwardAsyncErrors } from './async-errors.js';
 import { equip, hasForeignSession } from './prototypes.js';
 import { ExpressRequestState, type SessionConfig } from './request-state.js';
@@ -91,6 +91,7 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
     isolationLevel: transaction?.isolationLevel,
     acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
     commitOn: transaction?.commitOn ?? alwaysCommit,
+    report: config.report,
   };
   // express-session's regenerate() asks the store for a new session through store.generate(req).
   (store as unknown as { generate: (req: IncomingMessage) => void }).generate = (req) => {

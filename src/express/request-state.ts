@@ -1,14 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import createDebug from 'debug';
-import { MiddlewareOrderError, SessionSaveError, type TypeormSessionError } from '../errors.js';
+import { MiddlewareOrderError, type TypeormSessionError } from '../errors.js';
 import type { TypeormSessionStore } from '../store/store.js';
 import { RequestScope, responseScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
 import { runInFrame } from '../unit-of-work/context.js';
 import { contentOf, EMPTY_CONTENT, newCookie, RequestSession, sessionFrom, type SessionObject, type SessionOwner } from './request-session.js';
 import { cookieHeader, cookieValue, isSecure, signedValue, unsign } from './session-cookie.js';
-import { DONE, FLOWING, type HoldOwner, type Verdict } from './response-hold.js';
-
-const debug = createDebug('typeorm-session:express');
+import { DONE, FLOWING, type HoldOwner } from './response-hold.js';
+import { KEEP_COOKIE, type Verdict } from '../unit-of-work/verdict.js';
 
 /** The express-session options of one sessionStore(), resolved once. */
 export interface SessionConfig {
@@ -39,8 +37,6 @@ const LAZY = 1;
 const LOADING = 2;
 const MADE = 3;
 
-const KEEP_COOKIE: Verdict = Object.freeze({ ok: true, dropCookie: false });
-const DROP_COOKIE: Verdict = Object.freeze({ ok: true, dropCookie: true });
 
 /**
  * One Express request: its unit of work (RequestScope), its session, and the holding of its response.
@@ -253,13 +249,13 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
       return KEEP_COOKIE;
     }
     const write = this.sessionAtEnd();
-    if (write === undefined) return this.settleTransaction(false);
-    return write.then(() => this.settleTransaction(false));
+    if (write === undefined) return this.settle(false);
+    return write.then(() => this.settle(false));
   }
 
   /** The first byte of a streamed response: the transaction ends now; the session is saved at end(). */
   settleAtFirstByte(): Verdict | Promise<Verdict> {
-    return this.settleTransaction(true);
+    return this.settle(true);
   }
 
   /** end() of a streamed response: the session's last write, outside the (finished) transaction. */
@@ -269,33 +265,6 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
 
   lateFailure(): unknown {
     return this.sessionFailure;
-  }
-
-  private settleTransaction(streaming: boolean): Verdict | Promise<Verdict> {
-    if (!this.options.transactional) return this.verdict(true, 'none', streaming);
-    const commit = this.willCommit();
-    const finishing = this.finishUnitOfWork(commit);
-    if (finishing === undefined) return this.verdict(commit, 'none', streaming);
-    return finishing.then(
-      (outcome) => this.verdict(commit, outcome, streaming),
-      (error: TypeormSessionError & { status?: number }) => {
-        this.config.report(error);
-        // A commit that lost to a concurrent transaction kept nothing: the client may send it again.
-        return { ok: false as const, status: error.status === 503 ? 503 : 500 };
-      },
-    );
-  }
-
-  private verdict(committed: boolean, outcome: string, streaming: boolean): Verdict {
-    const failure = this.sessionFailure;
-    if (failure !== undefined && !streaming) {
-      this.config.report(new SessionSaveError('typeorm-session: the session could not be saved; answered 500', { cause: failure }));
-      // A conflict says 409; anything else is the server's failure.
-      const status = (failure as { status?: unknown }).status;
-      return { ok: false, status: typeof status === 'number' ? status : 500 };
-    }
-    const rolledBack = !committed && outcome === 'rolled back';
-    return this.sessionDiscarded || (rolledBack && this.sessionJoined) ? DROP_COOKIE : KEEP_COOKIE;
   }
 
   /** What express-session does to the session at end(): destroy, save or touch it, or nothing. */
@@ -316,7 +285,7 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     if (typeof id !== 'string') return undefined;
     if (session == null) {
       if (!unsetDestroy) return undefined;
-      return this.keep() ? this.written(store.destroy(id)) : undefined;
+      return this.keepSessionWrite() ? this.written(store.destroy(id)) : undefined;
     }
     if (!this.touched) {
       session.touch();
@@ -325,22 +294,14 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     const content = contentOf(session);
     this.endContent = content;
     if (this.shouldSave(session, id, content)) {
-      if (!this.keep()) return undefined;
+      if (!this.keepSessionWrite()) return undefined;
       this.savedContent = content;
       return this.written(store.set(id, session as never));
     }
     if (this.cookieId === id && store.touchIsDue(session as never)) {
-      return this.keep() ? this.written(store.touch(id, session as never)) : undefined;
+      return this.keepSessionWrite() ? this.written(store.touch(id, session as never)) : undefined;
     }
     return undefined;
-  }
-
-  /** Whether a session write at end is kept: not when the request rolls back (the client keeps its cookie). */
-  private keep(): boolean {
-    if (this.willCommit()) return true;
-    this.sessionDiscarded = true;
-    debug('session write skipped: the request is rolling back');
-    return false;
   }
 
   private written(write: Promise<void>): Promise<void> {
@@ -415,6 +376,5 @@ function pathname(url: string): string {
 function rollBackAfterAbort(this: ServerResponse): void {
   const state = responseScope(this) as ExpressRequestState | undefined;
   if (state === undefined || this.writableFinished || state.holdPhase >= FLOWING) return;
-  state.failed = true;
-  state.unitOfWork.finish(false).catch((err) => debug('rollback after client abort failed: %O', err));
+  state.clientGone();
 }

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { responseScope } from '../unit-of-work/request-scope.js';
+import { FAILED_500, failureBody, type Verdict } from '../unit-of-work/verdict.js';
 
 /**
  * Holds a response's status line, headers and body inside the process until the request's unit of work has
@@ -17,8 +18,6 @@ import { responseScope } from '../unit-of-work/request-scope.js';
  * saves the session before the last one.
  */
 
-/** What to do with a held response once the unit of work has finished. */
-export type Verdict = { ok: true; dropCookie: boolean } | { ok: false; status: number };
 
 export interface HoldOwner {
   holdPhase: number;
@@ -71,7 +70,6 @@ function pass(res: Res, method: Function, a: unknown, b: unknown, c: unknown): u
   }
 }
 type Args = [unknown?, unknown?, unknown?];
-const FAILED_500: Verdict = Object.freeze({ ok: false, status: 500 });
 
 /** Installs the hold on `proto` (a prototype of responses); `parent` has the real methods. */
 export function installHold(proto: Record<string, unknown>, parent: ServerResponse): void {
@@ -214,7 +212,7 @@ function sendFailure(res: Res, parent: ServerResponse, status: number): void {
     return;
   }
   for (const name of res.getHeaderNames()) res.removeHeader(name);
-  const body = status === 503 ? 'Service Unavailable' : status === 409 ? 'Conflict' : 'Internal Server Error';
+  const body = failureBody(status);
   res.statusCode = status;
   (parent.writeHead as Function).call(res, status, {
     'Content-Type': 'text/plain; charset=utf-8',

@@ -2,13 +2,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import koaSession from 'koa-session';
 import type { EntityManager } from 'typeorm';
 import createDebug from 'debug';
-import { MiddlewareOrderError, type TypeormSessionError } from '../errors.js';
+import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
 import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, equipPrototype, RequestScope, requestScope } from '../unit-of-work/request-scope.js';
-import { reporter, rollBackOnClientAbort } from '../unit-of-work/glue.js';
+import { attachScope, equipPrototype, RequestScope, requestScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
+import { failureBody, type Verdict } from '../unit-of-work/verdict.js';
+import { reporter } from '../reporter.js';
 import { bindEmitter } from '../unit-of-work/context.js';
 import { KOA_CONTROL } from './helpers.js';
 
@@ -119,7 +120,15 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     } as any,
     app as any,
   ) as unknown as (ctx: unknown, next: () => Promise<unknown>) => Promise<void>;
-  const report = reporter(options.onError, debug);
+  const scopeOptions: RequestScopeOptions = {
+    dataSource: store.dataSource,
+    dialect: store.dialect,
+    transactional: transaction !== undefined,
+    isolationLevel: transaction?.isolationLevel,
+    acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
+    commitOn: transaction?.commitOn ?? alwaysCommit,
+    report: reporter(options.onError, debug),
+  };
 
   const middleware = async function typeormKoaSession(ctx: KoaContext, next: () => Promise<unknown>) {
     if (requestScope(ctx.req)) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
@@ -128,15 +137,12 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 
-    const scope = new RequestScope(
-      { dataSource: store.dataSource, dialect: store.dialect, transactional: true, ...transaction },
-      ctx.req,
-      ctx.res,
-      () => ctx.status,
-    );
+    const scope = new RequestScope(scopeOptions, ctx.req, ctx.res, () => ctx.status);
     attachScope(ctx.req, scope);
-    const unitOfWork = scope.unitOfWork;
-    rollBackOnClientAbort(ctx.res, scope, () => false, debug);
+    // Koa writes the response only after the middleware chain has settled: any 'close' before that is an abort.
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) scope.clientGone();
+    });
     // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where
     // currentManager() would find no request; keep them in this request's scope, as the Express adapter does.
     bindEmitter(ctx.req, scope.root);
@@ -158,36 +164,31 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
         }),
       );
     } catch (err) {
-      await unitOfWork.finish(false).catch((rollbackError: TypeormSessionError) => report(rollbackError));
-      // An upstream middleware may catch this and answer itself: the cookie koa-session set names a session
-      // that was rolled back or never saved.
-      if (scope.sessionDiscarded || scope.sessionJoined) ctx.remove('Set-Cookie');
+      // An upstream middleware may catch this and answer itself: the cookie koa-session set must not name a
+      // session change that was rolled back or never saved.
+      const verdict = await scope.settleAfterFailure();
+      if (verdict.ok && verdict.dropCookie) ctx.remove('Set-Cookie');
       throw err;
     }
-
-    const commit = scope.willCommit();
-    let outcome: string;
-    try {
-      outcome = await unitOfWork.finish(commit);
-    } catch (err) {
-      report(err as TypeormSessionError);
-      // Nothing the handler prepared may suggest success.
-      for (const name of ctx.res.getHeaderNames()) ctx.res.removeHeader(name);
-      if ((err as { retryable?: boolean }).retryable) {
-        // Lost to a concurrent transaction; nothing was kept, so the client may send it again.
-        ctx.status = 503;
-        ctx.set('Retry-After', '1');
-        ctx.body = 'Service Unavailable';
-        return;
-      }
-      ctx.status = 500;
-      ctx.body = 'Internal Server Error';
-      return;
-    }
-    if (scope.sessionDiscarded || (outcome === 'rolled back' && scope.sessionJoined)) ctx.remove('Set-Cookie');
+    applyVerdict(ctx, await scope.settle(false));
   } as KoaSessionStoreMiddleware;
 
   Object.defineProperty(middleware, 'store', { value: store, enumerable: true });
   Object.defineProperty(middleware, 'close', { value: () => store.close() });
   return middleware;
 }
+
+/** Sends what the request's verdict says: the response as prepared, without the cookie, or a bare failure. */
+function applyVerdict(ctx: KoaContext, verdict: Verdict): void {
+  if (verdict.ok) {
+    if (verdict.dropCookie) ctx.remove('Set-Cookie');
+    return;
+  }
+  // Nothing the handler prepared may suggest success.
+  for (const name of ctx.res.getHeaderNames()) ctx.res.removeHeader(name);
+  ctx.status = verdict.status;
+  if (verdict.status === 503) ctx.set('Retry-After', '1');
+  ctx.body = failureBody(verdict.status);
+}
+
+const alwaysCommit = () => true;

@@ -30,6 +30,7 @@ import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
 import { hearPoolErrors } from '../connection-errors.js';
+import { reporter } from '../reporter.js';
 import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
@@ -52,12 +53,14 @@ export class TypeormSessionStore extends Store {
   private readiness: Promise<void> | undefined;
   private readonly execute: Executor;
   private readonly pruner: PruneTimer | undefined;
+  private readonly report: (error: TypeormSessionError) => void;
   private closed = false;
   private readyDone = false;
 
   constructor(options: StoreOptions) {
     super();
     this.options = resolveStoreOptions(options);
+    this.report = reporter(this.options.onError, debug);
     const { dataSource, tableName } = this.options;
     const dialect = dialectFor(String(dataSource.options.type));
     if (!dialect) {
@@ -489,15 +492,7 @@ export class TypeormSessionStore extends Store {
     }
   }
 
-  private report(error: TypeormSessionError): void {
-    debug('%s: %s', error.code, error.message);
-    if (!this.options.onError) return;
-    try {
-      this.options.onError(error);
-    } catch (err) {
-      debug('onError threw: %O', err);
-    }
-  }
+
 
   /** True once ready() has succeeded. */
   get isReady(): boolean {

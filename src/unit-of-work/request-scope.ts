@@ -1,8 +1,12 @@
 import type { DataSource, EntityManager } from 'typeorm';
+import createDebug from 'debug';
 import type { DialectName, IsolationLevel } from '../store/sql.js';
 import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
 import { UnitOfWork, type Outcome } from './unit-of-work.js';
-import { NoRequestScopeError } from '../errors.js';
+import { NoRequestScopeError, SessionSaveError, type TypeormSessionError } from '../errors.js';
+import { DROP_COOKIE, failureStatus, KEEP_COOKIE, type Verdict } from './verdict.js';
+
+const debug = createDebug('typeorm-session:request');
 
 export interface RequestScopeOptions {
   dataSource: DataSource;
@@ -13,6 +17,8 @@ export interface RequestScopeOptions {
   acquireTimeoutMs: number;
   /** Whether the response's status means commit. */
   commitOn: (status: number) => boolean;
+  /** Hears failures that the response can no longer carry (the user's onError). */
+  report: (error: TypeormSessionError) => void;
 }
 
 /**
@@ -136,6 +142,70 @@ export class RequestScope implements ScopeFrame {
 
   run<T>(fn: () => T): T {
     return runInFrame(this.root, fn);
+  }
+
+  // ---- the end of the request: every decision about COMMIT, ROLLBACK, the session write and the cookie ----
+
+  /**
+   * Ends the unit of work as the request stands and says what the response must be. `streaming`: bytes are
+   * about to leave before the session's last write, which then can no longer change the answer.
+   */
+  settle(streaming: boolean): Verdict | Promise<Verdict> {
+    if (!this.options.transactional) return this.verdict(true, 'none', streaming);
+    const commit = this.willCommit();
+    const finishing = this.finishUnitOfWork(commit);
+    if (finishing === undefined) return this.verdict(commit, 'none', streaming);
+    return finishing.then(
+      (outcome) => this.verdict(commit, outcome, streaming),
+      (error: TypeormSessionError) => {
+        this.options.report(error);
+        // A commit that lost to a concurrent transaction kept nothing: the client may send it again (503).
+        return { ok: false as const, status: failureStatus(error) };
+      },
+    );
+  }
+
+  /** The request threw (or its framework reported an error): roll back, and say whether to drop the cookie. */
+  async settleAfterFailure(): Promise<Verdict> {
+    this.failed = true;
+    await this.finishUnitOfWork(false)?.catch((error: TypeormSessionError) => this.options.report(error));
+    return this.sessionDiscarded || this.sessionJoined ? DROP_COOKIE : KEEP_COOKIE;
+  }
+
+  /**
+   * The client went away before the response was complete: roll back at once, which also fences the
+   * handler's remaining queries (Node keeps running a handler after an abort). Nothing of the request may
+   * persist, the session it may still save on its way out included.
+   */
+  clientGone(): void {
+    this.failed = true;
+    this.finishUnitOfWork(false)?.catch((error: TypeormSessionError) => this.options.report(error));
+  }
+
+  /** Whether a session write at the end of the request is kept: not when it rolls back (the client keeps its cookie). */
+  keepSessionWrite(): boolean {
+    if (this.willCommit()) return true;
+    this.sessionDiscarded = true;
+    debug('session write skipped: the request is rolling back');
+    return false;
+  }
+
+  /**
+   * The verdict once the transaction has ended: a failed session write answers 500 (409 for a conflict)
+   * unless bytes have left; a session change that was rolled back or skipped drops the cookie.
+   */
+  private verdict(committed: boolean, outcome: Outcome | 'none', streaming: boolean): Verdict {
+    const failure = this.sessionFailure;
+    if (failure !== undefined && !streaming) {
+      this.options.report(new SessionSaveError('typeorm-session: the session could not be saved; answered 500', { cause: failure }));
+      return { ok: false, status: failureStatus(failure) };
+    }
+    return this.shouldDropCookie(committed, outcome) ? DROP_COOKIE : KEEP_COOKIE;
+  }
+
+  /** The session cookie must not leave when it names a session change that was not kept. */
+  private shouldDropCookie(committed: boolean, outcome: Outcome | 'none'): boolean {
+    return this.sessionDiscarded || (!committed && outcome === 'rolled back' && this.sessionJoined);
   }
 
   /** Commits now (before streaming a response); later queries are rejected. */
