@@ -3,8 +3,9 @@ import { MiddlewareOrderError, type TypeormSessionError } from '../errors.js';
 import type { TypeormSessionStore } from '../store/store.js';
 import { RequestScope, responseScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
 import { runInFrame } from '../unit-of-work/context.js';
-import { contentOf, EMPTY_CONTENT, newCookie, RequestSession, sessionFrom, type SessionObject, type SessionOwner } from './request-session.js';
-import { cookieHeader, cookieValue, isSecure, signedValue, unsign } from './session-cookie.js';
+import { contentOf, EMPTY_CONTENT, newCookie, RequestSession, sessionFrom, type SessionObject, type SessionOwner } from './session/session.js';
+import { cookieHeader, cookieValue, isSecure, signedValue, unsign } from './session/cookie.js';
+import { shouldDestroy, shouldSave, shouldSetCookie, shouldTouch, type SessionFacts } from './session/decisions.js';
 import { DONE, FLOWING, type HoldOwner } from './response-hold.js';
 import { KEEP_COOKIE, type Verdict } from '../unit-of-work/verdict.js';
 
@@ -47,7 +48,7 @@ const MADE = 3;
  * every request); "modified" compares the session's JSON text instead of SHA-1 hashes of it; and nothing is
  * wrapped per request (see response-hold.ts and prototypes.ts).
  */
-export class ExpressRequestState extends RequestScope implements SessionOwner, HoldOwner {
+export class ExpressRequestState extends RequestScope implements SessionOwner, HoldOwner, SessionFacts {
   // ---- the response (response-hold.ts drives these) ----
   holdPhase = 0;
   held: unknown[] | undefined = undefined;
@@ -64,14 +65,14 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
   foreignStore: unknown = undefined;
   private sessionPhase = LAZY;
   /** The id the cookie carried, when its signature was valid. */
-  private cookieId: string | undefined = undefined;
+  cookieId: string | undefined = undefined;
   /** The cookie options of a `cookie` function, resolved at the start, as express-session does. */
   private resolvedCookie: CookieOptions | undefined = undefined;
   /** The id an application's genid gave at the start, for the session made later on first use. */
   private firstId: string | undefined = undefined;
-  private originalId: string | undefined = undefined;
-  private originalContent: string | undefined = undefined;
-  private savedContent: string | undefined = undefined;
+  originalId: string | undefined = undefined;
+  originalContent: string | undefined = undefined;
+  savedContent: string | undefined = undefined;
   private touched = false;
   /** The content as judged at end(), so the cookie decision does not serialise again. */
   private endContent: string | undefined = undefined;
@@ -279,12 +280,12 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
       );
     }
     if (this.sessionPhase !== MADE) return undefined;
-    const { store, unsetDestroy } = this.config;
+    const { store } = this.config;
     const session = this.session;
     const id = this.sessionId;
     if (typeof id !== 'string') return undefined;
     if (session == null) {
-      if (!unsetDestroy) return undefined;
+      if (!shouldDestroy(this.config)) return undefined;
       return this.keepSessionWrite() ? this.written(store.destroy(id)) : undefined;
     }
     if (!this.touched) {
@@ -293,12 +294,12 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     }
     const content = contentOf(session);
     this.endContent = content;
-    if (this.shouldSave(session, id, content)) {
+    if (shouldSave(this, this.config, id, session, content)) {
       if (!this.keepSessionWrite()) return undefined;
       this.savedContent = content;
       return this.written(store.set(id, session as never));
     }
-    if (this.cookieId === id && store.touchIsDue(session as never)) {
+    if (shouldTouch(this, id, store.touchIsDue(session as never))) {
       return this.keepSessionWrite() ? this.written(store.touch(id, session as never)) : undefined;
     }
     return undefined;
@@ -310,17 +311,6 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     });
   }
 
-  private isModified(session: SessionObject, content: string): boolean {
-    return this.originalId !== session.id || this.originalContent !== content;
-  }
-
-  private shouldSave(session: SessionObject, id: string, content: string): boolean {
-    if (!this.config.saveUninitialized && this.savedContent === undefined && this.cookieId !== id) {
-      return this.isModified(session, content);
-    }
-    return !(this.originalId === session.id && this.savedContent === content);
-  }
-
   /** Adds the session cookie when express-session would send one. Called just before the headers leave. */
   applyCookie(verdict: Verdict & { ok: true }): void {
     if (verdict.dropCookie || this.sessionPhase !== MADE) return;
@@ -330,11 +320,7 @@ export class ExpressRequestState extends RequestScope implements SessionOwner, H
     if (session == null || typeof id !== 'string') return;
     const config = this.config;
     const content = this.endContent ?? contentOf(session);
-    const wanted =
-      this.cookieId !== id
-        ? config.saveUninitialized || this.isModified(session, content)
-        : config.rolling || (session.cookie.expires != null && this.isModified(session, content));
-    if (!wanted) return;
+    if (!shouldSetCookie(this, config, id, session, content)) return;
     if (session.cookie.secure && !isSecure(req, config.proxy)) return;
     if (!this.touched) {
       session.touch();

@@ -22,19 +22,19 @@ export interface SessionRules {
 }
 
 /** The session differs from what the request started with (another id, or other content). */
-export function isModified(facts: SessionFacts, id: string, content: string): boolean {
-  return facts.originalId !== id || facts.originalContent !== content;
+export function isModified(facts: SessionFacts, session: { readonly id: string }, content: string): boolean {
+  return facts.originalId !== session.id || facts.originalContent !== content;
 }
 
 /**
  * Whether the session is written at the end: a new session only once modified (unless saveUninitialized);
  * any other only when its content differs from what this request saved or loaded.
  */
-export function shouldSave(facts: SessionFacts, rules: SessionRules, id: string, content: string): boolean {
+export function shouldSave(facts: SessionFacts, rules: SessionRules, id: string, session: { readonly id: string }, content: string): boolean {
   if (!rules.saveUninitialized && facts.savedContent === undefined && facts.cookieId !== id) {
-    return isModified(facts, id, content);
+    return isModified(facts, session, content);
   }
-  return !(facts.originalId === id && facts.savedContent === content);
+  return !(facts.originalId === session.id && facts.savedContent === content);
 }
 
 /** Whether an unchanged session that came with the request has its expiry extended (the store throttles). */
@@ -48,10 +48,17 @@ export function shouldDestroy(rules: SessionRules): boolean {
 }
 
 /**
- * Whether the response carries the session cookie: a new session when it is saved; a known one when
- * `rolling`, or when it has an expiry and changed (the new expiry must reach the browser).
+ * Whether the response carries the session cookie (`id` is the request's session id): a new session when
+ * it is saved; a known one when `rolling`, or when it has an expiry and changed (the new expiry must reach
+ * the browser).
  */
-export function shouldSetCookie(facts: SessionFacts, rules: SessionRules, id: string, content: string, hasExpiry: boolean): boolean {
-  if (facts.cookieId !== id) return rules.saveUninitialized || isModified(facts, id, content);
-  return rules.rolling || (hasExpiry && isModified(facts, id, content));
+export function shouldSetCookie(
+  facts: SessionFacts,
+  rules: SessionRules,
+  id: string,
+  session: { readonly id: string; readonly cookie: { readonly expires: unknown } },
+  content: string,
+): boolean {
+  if (facts.cookieId !== id) return rules.saveUninitialized || isModified(facts, session, content);
+  return rules.rolling || (session.cookie.expires != null && isModified(facts, session, content));
 }

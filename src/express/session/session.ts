@@ -1,6 +1,6 @@
 import expressSession from 'express-session';
 import type { IncomingMessage } from 'node:http';
-import { requestScope } from '../unit-of-work/request-scope.js';
+import { requestScope } from '../../unit-of-work/request-scope.js';
 
 /**
  * `req.session`: express-session's own Session (so `instanceof`, `regenerate`, `destroy`, `touch`, `cookie`
