@@ -5,7 +5,7 @@ import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, requestScope, socketOf, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
+import { attachScope, requestScope, socketOf, requestScopeOptions } from '../unit-of-work/request-scope.js';
 import { reporter } from '../reporter.js';
 import { forwardAsyncErrors } from './async-errors.js';
 import { equip, hasForeignSession } from './prototypes.js';
@@ -33,7 +33,6 @@ export type SessionStoreMiddleware = ((req: IncomingMessage, res: ServerResponse
   close(): Promise<void>;
 };
 
-const alwaysCommit = () => true;
 
 function optional(options: SessionStoreOptions, name: keyof SessionStoreOptions, type: string): void {
   const value = options[name];
@@ -84,15 +83,7 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
     checkPath: typeof cookie === 'function' || ((cookie as { path?: string }).path ?? '/') !== '/',
     report: reporter(options.onError, debug),
   };
-  const scopeOptions: RequestScopeOptions = {
-    dataSource: store.dataSource,
-    dialect: store.dialect,
-    transactional: transaction !== undefined,
-    isolationLevel: transaction?.isolationLevel,
-    acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
-    commitOn: transaction?.commitOn ?? alwaysCommit,
-    report: config.report,
-  };
+  const scopeOptions = requestScopeOptions(store, transaction, config.report);
   // express-session's regenerate() asks the store for a new session through store.generate(req).
   (store as unknown as { generate: (req: IncomingMessage) => void }).generate = (req) => {
     const state = requestScope(req);

@@ -7,7 +7,7 @@ import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.j
 import { TypeormSessionStore } from '../store/store.js';
 import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, equipPrototype, RequestScope, requestScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
+import { attachScope, equipPrototype, RequestScope, requestScope, requestScopeOptions } from '../unit-of-work/request-scope.js';
 import { failureBody, type Verdict } from '../unit-of-work/verdict.js';
 import { reporter } from '../reporter.js';
 import { bindEmitter } from '../unit-of-work/context.js';
@@ -120,15 +120,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     } as any,
     app as any,
   ) as unknown as (ctx: unknown, next: () => Promise<unknown>) => Promise<void>;
-  const scopeOptions: RequestScopeOptions = {
-    dataSource: store.dataSource,
-    dialect: store.dialect,
-    transactional: transaction !== undefined,
-    isolationLevel: transaction?.isolationLevel,
-    acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
-    commitOn: transaction?.commitOn ?? alwaysCommit,
-    report: reporter(options.onError, debug),
-  };
+  const scopeOptions = requestScopeOptions(store, transaction, reporter(options.onError, debug));
 
   const middleware = async function typeormKoaSession(ctx: KoaContext, next: () => Promise<unknown>) {
     if (requestScope(ctx.req)) throw new MiddlewareOrderError('typeorm-session: koaSessionStore is mounted twice');
@@ -191,4 +183,3 @@ function applyVerdict(ctx: KoaContext, verdict: Verdict): void {
   ctx.body = failureBody(verdict.status);
 }
 
-const alwaysCommit = () => true;

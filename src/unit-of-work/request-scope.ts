@@ -1,6 +1,7 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import createDebug from 'debug';
 import type { DialectName, IsolationLevel } from '../store/sql.js';
+import type { ResolvedTransactionOptions } from '../transaction-options.js';
 import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
 import { UnitOfWork, type Outcome } from './unit-of-work.js';
 import { NoRequestScopeError, SessionSaveError, type TypeormSessionError } from '../errors.js';
@@ -20,6 +21,28 @@ export interface RequestScopeOptions {
   /** Hears failures that the response can no longer carry (the user's onError). */
   report: (error: TypeormSessionError) => void;
 }
+
+/**
+ * The options an adapter's requests share, from its store and its resolved `transaction` option (undefined:
+ * `transaction: false`, sessions only; the session's writes are then kept whatever the status).
+ */
+export function requestScopeOptions(
+  store: { readonly dataSource: DataSource; readonly dialect: DialectName },
+  transaction: ResolvedTransactionOptions | undefined,
+  report: (error: TypeormSessionError) => void,
+): RequestScopeOptions {
+  return {
+    dataSource: store.dataSource,
+    dialect: store.dialect,
+    transactional: transaction !== undefined,
+    isolationLevel: transaction?.isolationLevel,
+    acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
+    commitOn: transaction?.commitOn ?? alwaysCommit,
+    report,
+  };
+}
+
+const alwaysCommit = () => true;
 
 /**
  * Everything one request's unit of work knows, shared by the framework glue and the session store: the
