@@ -28,7 +28,7 @@ import {
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
-import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
+import { driverDialect, type Executor, type QueryOutcome } from '../dialects/index.js';
 import { hearPoolErrors } from '../connection-errors.js';
 import { reporter } from '../reporter.js';
 import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
@@ -72,7 +72,7 @@ export class TypeormSessionStore extends Store {
     this.dialect = dialect;
     this.tableName = tableName;
     this.statements = compileStatements(dialect, tableName, { prepare: this.options.preparedStatements });
-    this.execute = poolExecutor(dataSource, dialect);
+    this.execute = driverDialect(dialect).executor(dataSource);
     this.registration = registerEntity(dataSource, sessionEntity({ tableName }));
     // Awaited in ready(); a rejection here must not surface as unhandled before that.
     this.registration.catch(() => undefined);
@@ -305,7 +305,7 @@ export class TypeormSessionStore extends Store {
   /** One statement on the pool, outside any request scope, errors wrapped. */
   private async maintenance(operation: string, statement: Statement, values: Params): Promise<QueryOutcome> {
     const scope = scopeOf(undefined);
-    if (this.dialect === 'sqlite' && scope?.joins(this.options.dataSource)) {
+    if (driverDialect(this.dialect).singleConnection && scope?.joins(this.options.dataSource)) {
       // SQLite's one connection is held by this request's transaction until the request ends: waiting for
       // our turn on it would deadlock, so there the prune can only join that transaction.
       return this.query(operation, statement, values);

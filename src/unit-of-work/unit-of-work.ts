@@ -3,7 +3,7 @@ import { QueryFailedError, type DataSource, type EntityManager, type QueryRunner
 import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
 import { beginStatements, isRetryable, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
-import { giveBack, ownRunner, takeConnection } from './connection.js';
+import { driverDialect, type DriverDialect } from '../dialects/index.js';
 import { errorHeardOn, hearErrors, hearPoolErrors, isConnectionLost, isSymptomOfDeath } from '../connection-errors.js';
 
 const debug = createDebug('typeorm-session:transaction');
@@ -55,12 +55,16 @@ export class UnitOfWork {
   private detach: (() => void) | undefined = undefined;
   private brokenBy: unknown = undefined;
 
+  private readonly driver: DriverDialect;
+
   constructor(
     readonly dataSource: DataSource,
     private readonly dialect: DialectName,
     private readonly options: UnitOfWorkOptions,
     private readonly owner?: UnitOfWorkOwner,
-  ) {}
+  ) {
+    this.driver = driverDialect(dialect);
+  }
 
   /** The EntityManager bound to this transaction. Getting it takes no connection. */
   get manager(): EntityManager {
@@ -88,7 +92,7 @@ export class UnitOfWork {
     if (this.closed) {
       throw new TransactionClosedError('typeorm-session: the request transaction has already ended');
     }
-    const runner = ownRunner(this.dataSource, this.dialect) as OwnedRunner;
+    const runner = this.driver.ownRunner(this.dataSource) as OwnedRunner;
     const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = true;
     internal.transactionDepth = 1;
@@ -153,7 +157,7 @@ export class UnitOfWork {
   private async begin(): Promise<void> {
     const runner = this.runner!;
     hearPoolErrors(this.dataSource.driver);
-    await takeConnection(runner, this.dataSource, this.dialect, this.options.acquireTimeoutMs);
+    await this.driver.take(runner, this.dataSource, this.options.acquireTimeoutMs);
     this.connected = true;
     // Keep the connection's own error: after a backend is killed, TypeORM releases the runner and later
     // calls fail with "query runner already released", which hides the real cause.
@@ -180,16 +184,11 @@ export class UnitOfWork {
    */
   private control(sql: string): Promise<unknown> {
     const runner = this.runner!;
-    const connection = (runner as unknown as { databaseConnection?: DriverConnection }).databaseConnection;
-    if (this.dialect === 'sqlite' || runner.isReleased || typeof connection?.query !== 'function') {
-      return this.baseQuery!.call(runner, sql);
-    }
+    const connection = (runner as unknown as { databaseConnection?: unknown }).databaseConnection;
+    const sent = runner.isReleased ? undefined : this.driver.sendControl(connection, sql);
+    if (sent === undefined) return this.baseQuery!.call(runner, sql);
     const logger = this.dataSource.logger;
     logger.logQuery(sql, undefined, runner);
-    const sent =
-      this.dialect === 'postgres'
-        ? (connection.query(sql) as Promise<unknown>)
-        : new Promise((resolve, reject) => connection.query(sql, (err: unknown) => (err ? reject(err) : resolve(undefined))));
     return sent.catch((err: Error) => {
       logger.logQueryError(err, sql, undefined, runner);
       throw new QueryFailedError(sql, undefined, err);
@@ -307,8 +306,8 @@ export class UnitOfWork {
     internal.transactionDepth = 0;
     this.detach?.();
     try {
-      if (this.connected) await giveBack(runner, this.dataSource, this.dialect, this.brokenBy);
-      else if (!runner.isReleased && this.dialect !== 'sqlite') await runner.release();
+      if (this.connected) await this.driver.giveBack(runner, this.dataSource, this.brokenBy);
+      else await this.driver.releaseUnused(runner);
     } catch (err) {
       debug('release failed: %O', err);
     }
@@ -318,10 +317,6 @@ export class UnitOfWork {
   causeOf(err: unknown): unknown {
     return this.realCause(err);
   }
-}
-
-interface DriverConnection {
-  query(sql: string, callback?: (err: unknown) => void): unknown;
 }
 
 // Installed on each request's runner and manager as shared functions (not closures): they find their unit

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import express from 'express';
 import { sessionStore, type SessionStoreOptions, type SessionStoreMiddleware } from '../../src/index.js';
-import { withTurn } from '../../src/unit-of-work/connection.js';
+import { withTurn } from '../../src/dialects/sqlite.js';
 import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from '../helpers/database.js';
 import { openTransactions, poolState, sideQuery, sql, testDialect } from '../helpers/dialect.js';
 import { serialIdColumn } from '../helpers/dialect.js';
@@ -100,7 +100,7 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
       if (testDialect === 'sqlite') {
         // SQLite has no pool: what a leak holds is the DataSource's turn lock, or its connection's transaction.
         expect(await openTransactions(ds)).toBe(0);
-        await expect(withTurn(ds, 'sqlite', 1000, async () => 'free')).resolves.toBe('free');
+        await expect(withTurn(ds, 1000, async () => 'free')).resolves.toBe('free');
       }
     }
     // On a server: no connection to the test database is left inside a transaction.
