@@ -29,7 +29,7 @@ import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
-import { digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
+import { digest, expiryOf, FETCHED, LOADED, logTag, showExpiryInForce, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
 
@@ -237,12 +237,27 @@ export class TypeormSessionStore extends Store {
     return (await this.query('destroyByUser', statement, values)).affected;
   }
 
-  /** Revokes one session by the handle listByUser() gave. Returns whether it existed. */
-  async destroyByHandle(handle: string): Promise<boolean> {
+  /**
+   * Revokes one session by the handle listByUser() gave. Returns whether it existed (and, with `userId`,
+   * belonged to that user). With `{ userId }` it ends the session only if it is that user's, in one
+   * statement: the form for a route where users revoke their own sessions. Without it any session is
+   * ended, whoever's it is: for administration only.
+   */
+  async destroyByHandle(handle: string, owner?: { userId: string | number | null | undefined }): Promise<boolean> {
     if (typeof handle !== 'string' || !/^[0-9a-f]{64}$/.test(handle)) {
       throw new TypeError('typeorm-session: destroyByHandle() takes a handle from listByUser(), all() or ids()');
     }
-    return (await this.query('destroyByHandle', this.statements.destroy, { id: handle })).affected > 0;
+    if (owner === undefined) {
+      return (await this.query('destroyByHandle', this.statements.destroy, { id: handle })).affected > 0;
+    }
+    if (!owner || typeof owner !== 'object') {
+      throw new TypeError('typeorm-session: destroyByHandle(handle, owner) takes { userId } as its second argument');
+    }
+    // No user (a request that is not signed in) owns no session; never the unchecked form.
+    const { userId } = owner;
+    if (typeof userId !== 'string' && typeof userId !== 'number') return false;
+    const values = { id: handle, userId: String(userId) };
+    return (await this.query('destroyByHandle', this.statements.destroyOwned, values)).affected > 0;
   }
 
   // ---- pruning -------------------------------------------------------------------------------------------
@@ -266,7 +281,7 @@ export class TypeormSessionStore extends Store {
         acquire: async (holder, now, until) =>
           (await run('lease', s.leaseAcquire, { name, holder, now, until })).affected === 1,
         release: async (holder) => void (await run('lease', s.leaseRelease, { name, holder })),
-        deleteBatch: async (now, limit) => (await run('prune', s.pruneBatch, { now, limit })).affected,
+        deleteBatch: async (now, limit) => (await run('prune', s.pruneBatch, { now, floor: -now, limit })).affected,
       },
       {
         batchSize: this.options.pruneBatchSize,
@@ -318,7 +333,7 @@ export class TypeormSessionStore extends Store {
     const now = this.options.now();
     const [live, expired, users] = await Promise.all([
       this.query('stats', this.statements.count, { now }),
-      this.query('stats', this.statements.countExpired, { now }),
+      this.query('stats', this.statements.countExpired, { now, floor: -now }),
       this.query('stats', this.statements.countByUser, { now, limit: options.topUsers ?? 10 }),
     ]);
     const count = (r: QueryOutcome) => Number((r.records[0] as { n?: unknown } | undefined)?.n ?? 0);
@@ -340,6 +355,7 @@ export class TypeormSessionStore extends Store {
     const session = this.decode(handle, row.data);
     if (session) {
       const state: LoadedState = { expiresAt: Number(row.expires_at), version: Number(row.version) };
+      showExpiryInForce(session as SessionLike, state.expiresAt);
       Object.defineProperty(session, FETCHED, { value: state, enumerable: false, configurable: true });
     }
     return session;
