@@ -431,6 +431,8 @@ describe('a destroyed session is never re-created by a save of what was loaded b
     'together with destroyByUser',
     'destroy after a few ticks, save at once',
   ];
+  // 1000 trials are bounded by count; on a loaded 2-core machine running the matrix they can take minutes.
+  const TRIALS_TIMEOUT_MS = 300_000;
   const ticks = async (n: number) => {
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
   };
@@ -513,6 +515,7 @@ describe('a destroyed session is never re-created by a save of what was loaded b
       expect(await newStoreOn(store.tableName, () => Date.now() + 2 * 3_600_000).pruneExpired()).toBe(trials);
       expect(await sql(`SELECT 1 FROM "${store.tableName}"`)).toEqual([]);
     },
+    TRIALS_TIMEOUT_MS,
   );
 
   test('control: what a destroy does not stop is saved (a new id after it, as at login; a row that is only damaged; another id)', async () => {
@@ -711,7 +714,7 @@ describe('a destroyed session is never re-created by a save of what was loaded b
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }
-  });
+  }, TRIALS_TIMEOUT_MS);
 });
 
 // ---- two requests changing one session -----------------------------------------------------------------
