@@ -55,6 +55,11 @@ export interface StoreOptions {
    * mode before 1.21, or without `max_prepared_statements`). Default `true`.
    */
   preparedStatements?: boolean;
+  /**
+   * Most live sessions one user may have. Saving a new session of a user (a sign-in) beyond it ends that
+   * user's least recently seen sessions, in the same transaction as the new session. Default: no limit.
+   */
+  maxSessionsPerUser?: number;
 }
 
 export interface ResolvedStoreOptions {
@@ -73,6 +78,7 @@ export interface ResolvedStoreOptions {
   pruneIntervalMs: number | undefined;
   pruneBatchSize: number;
   preparedStatements: boolean;
+  maxSessionsPerUser: number | undefined;
 }
 
 export const storeOptionNames = [
@@ -91,6 +97,7 @@ export const storeOptionNames = [
   'pruneInterval',
   'pruneBatchSize',
   'preparedStatements',
+  'maxSessionsPerUser',
 ] as const;
 
 /** Stands for "no absolute lifetime" in SQL that caps expiry at created_at + absolute. */
@@ -148,7 +155,12 @@ export function resolveStoreOptions(options: StoreOptions, where = 'TypeormSessi
   if (!Number.isInteger(pruneBatchSize) || pruneBatchSize < 1) fail('pruneBatchSize', 'a whole number >= 1', pruneBatchSize);
   const preparedStatements = options.preparedStatements ?? true;
   if (typeof preparedStatements !== 'boolean') fail('preparedStatements', 'a boolean', preparedStatements);
+  const { maxSessionsPerUser } = options;
+  if (maxSessionsPerUser !== undefined && (!Number.isInteger(maxSessionsPerUser) || maxSessionsPerUser < 1)) {
+    fail('maxSessionsPerUser', 'a whole number >= 1', maxSessionsPerUser);
+  }
   return {
+    maxSessionsPerUser,
     dataSource,
     tableName,
     absoluteMs: options.absoluteTimeout === undefined ? NO_ABSOLUTE_LIMIT : options.absoluteTimeout * 1000,

@@ -41,6 +41,10 @@ interface DialectSpec {
   /** The column's value as the row had it before this upsert, inside the upsert's update part. */
   existing(table: string, column: string): string;
   createIndex(name: string, table: string, column: string): string;
+  /** Skips the first :keep rows of an ordered SELECT (only PostgreSQL has OFFSET without LIMIT). */
+  offset: string;
+  /** A SELECT that has a LIMIT, as the list of an IN (MySQL allows that only through a derived table). */
+  inSubquery(select: string): string;
   /** The smaller of two numbers (LEAST is MIN in SQLite). */
   least: string;
   /** INSERT that does nothing when the key exists. */
@@ -62,6 +66,8 @@ const specs: Record<DialectName, DialectSpec> = {
     excluded: (column) => `EXCLUDED.${column}`,
     existing: (table, column) => `${table}.${column}`,
     createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    offset: 'OFFSET :keep',
+    inSubquery: (select) => select,
     least: 'LEAST',
     insertIgnore: (table, columns) => `INSERT INTO ${table} ${columns} ON CONFLICT DO NOTHING`,
     // = ANY(ARRAY(...)) makes each batch a primary-key lookup; with IN (subquery) the planner chose a scan of
@@ -85,6 +91,10 @@ const specs: Record<DialectName, DialectSpec> = {
     existing: (_table, column) => column,
     // MySQL has no CREATE INDEX IF NOT EXISTS (MariaDB does); indexes go inside CREATE TABLE instead.
     createIndex: () => '',
+    offset: 'LIMIT 18446744073709551615 OFFSET :keep',
+    // Also the way round "can't specify target table for update in FROM clause": the derived table is
+    // materialized before the UPDATE changes rows.
+    inSubquery: (select) => `SELECT ${'`id`'} FROM (${select}) AS ${'`older`'}`,
     least: 'LEAST',
     insertIgnore: (table, columns) => `INSERT IGNORE INTO ${table} ${columns}`,
     pruneBatch: (t, e) => `DELETE FROM ${t} WHERE ${e} >= :floor AND ${e} <= :now LIMIT :limit`,
@@ -98,6 +108,8 @@ const specs: Record<DialectName, DialectSpec> = {
     excluded: (column) => `excluded.${column}`,
     existing: (table, column) => `${table}.${column}`,
     createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    offset: 'LIMIT -1 OFFSET :keep',
+    inSubquery: (select) => select,
     least: 'MIN',
     insertIgnore: (table, columns) => `INSERT OR IGNORE INTO ${table} ${columns}`,
     pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} IN (SELECT ${id} FROM ${t} WHERE ${e} >= :floor AND ${e} <= :now LIMIT :limit)`,
@@ -208,6 +220,7 @@ export interface Statements {
   destroyByUser: Statement;
   destroyByUserExcept: Statement;
   destroyOwned: Statement;
+  capUser: Statement;
   countByUser: Statement;
   countExpired: Statement;
   pruneBatch: Statement;
@@ -253,6 +266,10 @@ export function compileStatements(dialect: DialectName, table: string, options: 
     [q('expires_at'), `${spec.least}(:expires, ${spec.existing(t, q('created_at'))} + :absolute)`],
     [q('version'), `${spec.existing(t, q('version'))} + 1`],
   ];
+  // The user's live sessions other than :id, most recently seen first, past the :keep newest.
+  const older =
+    `SELECT ${q('id')} FROM ${t} WHERE ${q('user_id')} = :userId AND ${q('id')} <> :id AND ${live} ` +
+    `ORDER BY ${q('updated_at')} DESC, ${q('id')} DESC ${spec.offset}`;
   return {
     // Each database's catalog answers, so a missing table is a 0/false row, not a failed query that TypeORM
     // and the server log as an error on every first start. (PostgreSQL resolves the name through
@@ -310,6 +327,8 @@ export function compileStatements(dialect: DialectName, table: string, options: 
     ),
     destroyByUser: compile(`UPDATE ${t} SET ${kill} WHERE ${q('user_id')} = :userId AND ${notDead}`),
     destroyByUserExcept: compile(`UPDATE ${t} SET ${kill} WHERE ${q('user_id')} = :userId AND ${q('id')} <> :except AND ${notDead}`),
+    // maxSessionsPerUser: ends the user's least recently seen live sessions beyond the :keep newest others.
+    capUser: compile(`UPDATE ${t} SET ${kill} WHERE ${q('id')} IN (${spec.inSubquery(older)})`),
     countByUser: compile(
       `SELECT ${q('user_id')}, COUNT(*) AS ${q('n')} FROM ${t} WHERE ${live} AND ${q('user_id')} IS NOT NULL ` +
         `GROUP BY ${q('user_id')} ORDER BY ${q('n')} DESC LIMIT :limit`,

@@ -29,6 +29,7 @@ import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
+import { inShortTransaction } from './short-transaction.js';
 import { digest, expiryOf, FETCHED, LOADED, logTag, showExpiryInForce, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
@@ -197,6 +198,11 @@ export class TypeormSessionStore extends Store {
   /** Where sign-in helpers put the user id and the listing metadata in a session. */
   get sessionFields(): { userIdPath: readonly string[]; metadataField: string } {
     return { userIdPath: this.options.userIdPath, metadataField: this.options.metadataField };
+  }
+
+  /** The store's clock (the `now` option), in epoch ms: what signIn() records and signedInWithin() compares. */
+  currentTime(): number {
+    return this.options.now();
   }
 
   /** The opaque handle of a session id, as listByUser(), all() and ids() show it. */
@@ -385,8 +391,9 @@ export class TypeormSessionStore extends Store {
   }
 
   private async save(sid: string, session: object, expires: number, now: number, loaded: LoadedState | undefined) {
+    const id = digest(sid);
     const values = {
-      id: digest(sid),
+      id,
       data: this.options.serializer.stringify(session),
       expires: Math.min(expires, now + this.options.absoluteMs),
       absolute: this.options.absoluteMs,
@@ -397,7 +404,16 @@ export class TypeormSessionStore extends Store {
     if (!loaded) {
       // From here on a row may exist for this id, so a later destroy must really delete.
       scopeOf(session)?.noteSaved(sid);
-      await this.query('set', this.statements.upsert, values, session);
+      const cap = this.options.maxSessionsPerUser;
+      if (cap === undefined || values.userId === null) {
+        await this.query('set', this.statements.upsert, values, session);
+        return;
+      }
+      // A new session of a user (a sign-in): the sessions it ends go with it or not at all.
+      await this.atomically('set', [
+        [this.statements.upsert, values],
+        [this.statements.capUser, { ...values, keep: cap - 1 }],
+      ], session);
       return;
     }
     if ((await this.query('set', this.statements.update, values, session)).affected === 1) {
@@ -488,6 +504,7 @@ export class TypeormSessionStore extends Store {
 
   // ---- plumbing ------------------------------------------------------------------------------------------
 
+
   private decode(handle: string, text: string): StoredSession | null {
     try {
       const value = this.options.serializer.parse(text);
@@ -561,6 +578,30 @@ export class TypeormSessionStore extends Store {
   }
 
   /**
+   * Runs a few statements that must land together. Inside a request whose transaction is open they join it
+   * (query() does that per statement, as it skips them in a request that rolls back); otherwise they run as
+   * one short transaction of their own on the pool.
+   */
+  private async atomically(operation: string, steps: Step[], session?: unknown): Promise<void> {
+    if (!this.readyDone) await this.ready();
+    const scope = scopeOf(session);
+    if (scope !== undefined && (scope.joins(this.options.dataSource) || (scope.ending && !scope.willCommit()))) {
+      for (const [statement, values] of steps) await this.query(operation, statement, values, session);
+      return;
+    }
+    const bound = steps.map(([statement, values]) => ({ statement, parameters: bind(statement, values) }));
+    try {
+      await inShortTransaction(this.options.dataSource, this.dialect, bound);
+    } catch (cause) {
+      const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
+        cause: scope ? scope.causeOf(cause) : cause,
+      });
+      if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
+      throw error;
+    }
+  }
+
+  /**
    * Runs one statement. Inside a request whose transaction is open, it joins that transaction, so the session
    * commits or rolls back with the request's own writes. A session write made while the response is being
    * finished, in a request that will roll back, is skipped. Everything else runs on the pool as one statement.
@@ -591,6 +632,8 @@ export class TypeormSessionStore extends Store {
 }
 
 const WRITES = new Set(['set', 'touch', 'destroy']);
+
+type Step = [Statement, Params];
 
 interface TouchValues {
   expires: number;
