@@ -29,6 +29,7 @@ import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
+import { SessionCipher } from './encryption.js';
 import { inShortTransaction } from './short-transaction.js';
 import { digest, expiryOf, FETCHED, LOADED, logTag, showExpiryInForce, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
@@ -52,6 +53,7 @@ export class TypeormSessionStore extends Store {
   private readiness: Promise<void> | undefined;
   private readonly execute: Executor;
   private readonly pruner: PruneTimer | undefined;
+  private readonly cipher: SessionCipher | undefined;
   private closed = false;
   private readyDone = false;
 
@@ -70,6 +72,7 @@ export class TypeormSessionStore extends Store {
     this.tableName = tableName;
     this.statements = compileStatements(dialect, tableName, { prepare: this.options.preparedStatements });
     this.execute = poolExecutor(dataSource, dialect);
+    this.cipher = this.options.encryptionKeys ? new SessionCipher(this.options.encryptionKeys) : undefined;
     this.registration = registerEntity(dataSource, sessionEntity({ tableName }));
     // Awaited in ready(); a rejection here must not surface as unhandled before that.
     this.registration.catch(() => undefined);
@@ -220,7 +223,7 @@ export class TypeormSessionStore extends Store {
     });
     const sessions: SessionInfo[] = [];
     for (const row of records as Array<{ id: string; data: string; created_at: unknown; updated_at: unknown; expires_at: unknown }>) {
-      const data = this.decode(row.id, row.data);
+      const data = this.open(row.id, row.data);
       if (!data) continue;
       sessions.push({
         handle: row.id,
@@ -358,7 +361,7 @@ export class TypeormSessionStore extends Store {
     const { records } = await this.query('get', this.statements.get, { id: handle, now });
     const row = records[0] as { data: string; expires_at: unknown; version: unknown } | undefined;
     if (!row) return null;
-    const session = this.decode(handle, row.data);
+    const session = this.cipher ? this.open(handle, row.data) : this.decode(handle, row.data);
     if (session) {
       const state: LoadedState = { expiresAt: Number(row.expires_at), version: Number(row.version) };
       showExpiryInForce(session as SessionLike, state.expiresAt);
@@ -394,7 +397,7 @@ export class TypeormSessionStore extends Store {
     const id = digest(sid);
     const values = {
       id,
-      data: this.options.serializer.stringify(session),
+      data: this.seal(id, this.options.serializer.stringify(session)),
       expires: Math.min(expires, now + this.options.absoluteMs),
       absolute: this.options.absoluteMs,
       now,
@@ -482,7 +485,7 @@ export class TypeormSessionStore extends Store {
     const { records } = await this.query('all', this.statements.all, { now: this.options.now() });
     const result: Record<string, SessionData> = {};
     for (const row of records as Array<{ id: string; data: string }>) {
-      const session = this.decode(row.id, row.data);
+      const session = this.open(row.id, row.data);
       if (session) result[row.id] = session;
     }
     return result;
@@ -504,6 +507,27 @@ export class TypeormSessionStore extends Store {
 
   // ---- plumbing ------------------------------------------------------------------------------------------
 
+  /** The text stored in `data`: encrypted for the row's id when encryptionKeys are set. */
+  private seal(id: string, text: string): string {
+    return this.cipher ? this.cipher.seal(id, text) : text;
+  }
+
+  /** A stored row's session: decrypted (when encryptionKeys are set) and decoded, or null, reported. */
+  private open(handle: string, stored: string): StoredSession | null {
+    if (!this.cipher) return this.decode(handle, stored);
+    let text: string;
+    try {
+      text = this.cipher.open(handle, stored);
+    } catch (cause) {
+      this.report(
+        new SessionDecodeError(`typeorm-session: stored session ${logTag(handle)}… could not be decrypted; treated as no session`, {
+          cause,
+        }),
+      );
+      return null;
+    }
+    return this.decode(handle, text);
+  }
 
   private decode(handle: string, text: string): StoredSession | null {
     try {
