@@ -709,7 +709,10 @@ describe('a destroyed session is never re-created by a save of what was loaded b
         await Promise.all(Array.from({ length: 20 }, (_, k) => runTrial(start + k)));
       }
       expect(resurrected).toEqual([]);
-      expect(await store.length()).toBe(0);
+      // What may live on: a /bump that arrived after its logout found no session and so made a new one, under
+      // a new key, with nothing of the signed-in session (koa-session's behaviour for an unknown key).
+      const left = Object.values(await store.all()) as Array<Record<string, unknown>>;
+      expect(left.filter((data) => data.userId !== undefined || data.n !== 1)).toEqual([]);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
