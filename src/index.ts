@@ -10,5 +10,5 @@ export { currentManager } from './unit-of-work/context.js';
 export { withTransaction } from './unit-of-work/request-scope.js';
 export type { TransactionOptions } from './transaction-options.js';
 export type { IsolationLevel } from './store/sql.js';
-export { signIn, signOut, signOutEverywhere, signOutOtherSessions, type SignInOptions } from './express/helpers.js';
+export { signIn, signOut, signOutEverywhere, signOutOtherSessions, signedInWithin, type SignInOptions } from './express/helpers.js';
 export type { SessionInfo, StoreStats } from './store/store.js';

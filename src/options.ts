@@ -1,6 +1,7 @@
 import type { DataSource } from 'typeorm';
 import type { TypeormSessionError } from './errors.js';
 import { assertTableName, DEFAULT_TABLE_NAME } from './store/entity.js';
+import { resolveKeys } from './store/encryption.js';
 
 /** How session data becomes the text in the `data` column and back. */
 export interface Serializer {
@@ -55,7 +56,21 @@ export interface StoreOptions {
    * mode before 1.21, or without `max_prepared_statements`). Default `true`.
    */
   preparedStatements?: boolean;
+  /**
+   * Most live sessions one user may have. Saving a new session of a user (a sign-in) beyond it ends that
+   * user's least recently seen sessions, in the same transaction as the new session. Default: no limit.
+   */
+  maxSessionsPerUser?: number;
+  /**
+   * Keys for encrypting session data at rest (AES-256-GCM): the first encrypts, every one decrypts, so a
+   * new key goes first and older ones follow until their rows have been rewritten. Each is 32 bytes: a
+   * Buffer/Uint8Array, 64 hex digits or base64. Default: none, data is stored as the serializer writes it.
+   */
+  encryptionKeys?: ReadonlyArray<EncryptionKey>;
 }
+
+/** A 32-byte key: the bytes, or their 64-digit hex or base64 text. */
+export type EncryptionKey = Uint8Array | string;
 
 export interface ResolvedStoreOptions {
   dataSource: DataSource;
@@ -73,6 +88,8 @@ export interface ResolvedStoreOptions {
   pruneIntervalMs: number | undefined;
   pruneBatchSize: number;
   preparedStatements: boolean;
+  maxSessionsPerUser: number | undefined;
+  encryptionKeys: readonly Buffer[] | undefined;
 }
 
 export const storeOptionNames = [
@@ -91,6 +108,8 @@ export const storeOptionNames = [
   'pruneInterval',
   'pruneBatchSize',
   'preparedStatements',
+  'maxSessionsPerUser',
+  'encryptionKeys',
 ] as const;
 
 /** Stands for "no absolute lifetime" in SQL that caps expiry at created_at + absolute. */
@@ -148,7 +167,13 @@ export function resolveStoreOptions(options: StoreOptions, where = 'TypeormSessi
   if (!Number.isInteger(pruneBatchSize) || pruneBatchSize < 1) fail('pruneBatchSize', 'a whole number >= 1', pruneBatchSize);
   const preparedStatements = options.preparedStatements ?? true;
   if (typeof preparedStatements !== 'boolean') fail('preparedStatements', 'a boolean', preparedStatements);
+  const { maxSessionsPerUser } = options;
+  if (maxSessionsPerUser !== undefined && (!Number.isInteger(maxSessionsPerUser) || maxSessionsPerUser < 1)) {
+    fail('maxSessionsPerUser', 'a whole number >= 1', maxSessionsPerUser);
+  }
   return {
+    maxSessionsPerUser,
+    encryptionKeys: options.encryptionKeys === undefined ? undefined : resolveKeys(options.encryptionKeys),
     dataSource,
     tableName,
     absoluteMs: options.absoluteTimeout === undefined ? NO_ABSOLUTE_LIMIT : options.absoluteTimeout * 1000,

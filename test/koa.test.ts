@@ -84,7 +84,9 @@ async function open(options: Partial<DataSourceOptions> = {}): Promise<DataSourc
 /** SQL (PostgreSQL-style, rewritten per database) on a fresh connection outside every pool under test. */
 const sql = <R = any>(text: string, params: unknown[] = []) => sideQuery<R>(db.url, text, params);
 const names = async (table = 'items') => (await sql<{ name: string }>(`SELECT name FROM ${table} ORDER BY id`)).map((r) => r.name);
-const sessionRows = () => sql<{ data: string; expires_at: string; user_id: string | null }>('SELECT data, expires_at, user_id FROM sessions');
+/** The rows of sessions that are not destroyed (a destroyed session leaves a dead row, expires_at < 0, until its expiry). */
+const sessionRows = () =>
+  sql<{ data: string; expires_at: string; user_id: string | null }>('SELECT data, expires_at, user_id FROM sessions WHERE expires_at > 0');
 
 type Handler = (ctx: Koa.Context) => unknown;
 

@@ -1,4 +1,7 @@
 import type { DataSource } from 'typeorm';
+import expressSession from 'express-session';
+import request from 'supertest';
+import { express } from './helpers/app.js';
 import { TypeormSessionStore, SessionDecodeError, StoreQueryError, type TypeormSessionError } from '../src/index.js';
 import { digest } from '../src/store/session-state.js';
 import { settle } from '../src/callback.js';
@@ -265,6 +268,48 @@ describe('touch', () => {
     } finally {
       clock -= 2_000;
     }
+  });
+
+  test('after a touch, get() returns the expiry in force in cookie.expires (as MemoryStore does)', async () => {
+    const store = newStore({ touchAfter: 0 });
+    await store.set('t', session({ n: 1 }, 60_000));
+    const first = (await store.get('t')) as any;
+    clock += 10_000;
+    try {
+      await store.touch('t', session({ n: 1 }, 60_000));
+      const touched = (await store.get('t')) as any;
+      expect(touched.cookie.expires).toBe(new Date(clock + 60_000).toISOString());
+      expect(touched.cookie.expires).not.toBe(first.cookie.expires);
+      const [row] = await dataSource.query(sql(`SELECT expires_at FROM "${store.tableName}" WHERE id = $1`), [digest('t')]);
+      expect(new Date(touched.cookie.expires).getTime()).toBe(Number(row.expires_at));
+      // A browser-session cookie stays one.
+      await store.set('b', { cookie: { originalMaxAge: null, expires: null }, n: 2 } as any);
+      await store.touch('b', { cookie: { originalMaxAge: null, expires: null }, n: 2 } as any);
+      expect(((await store.get('b')) as any).cookie.expires).toBeNull();
+    } finally {
+      clock -= 10_000;
+    }
+  });
+
+  test("express-session's own \"should reset session expiration\": a touched session read back has the new expiry", async () => {
+    const store = newStore({ now: Date.now, touchAfter: 0 });
+    const app = express();
+    app.use(expressSession({ store, secret: 'touch-test', resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }));
+    app.get('/', (req: any, res) => {
+      req.session.hit = true;
+      req.session.touch();
+      res.end();
+    });
+    const first = await request(app).get('/').expect(200);
+    const cookieHeader = (first.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    const sid = decodeURIComponent(cookieHeader.split('=')[1]!).slice(2).split('.')[0]!;
+    const before = new Date(((await store.get(sid)) as any).cookie.expires).getTime();
+    await new Promise((resolve) => setTimeout(resolve, 20)); // so the second expiry differs from the first
+    await request(app).get('/').set('Cookie', cookieHeader).expect(200);
+    const after = new Date(((await store.get(sid)) as any).cookie.expires).getTime();
+    expect(after).toBeGreaterThan(before);
+    const [row] = await dataSource.query(sql(`SELECT expires_at FROM "${store.tableName}" WHERE id = $1`), [digest(sid)]);
+    expect(after).toBe(Number(row.expires_at));
   });
 
   test('touch does not revive an expired session', async () => {

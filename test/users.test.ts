@@ -62,6 +62,17 @@ const rowsOf = (store: TypeormSessionStore, sid: string) =>
     [digest(sid)],
   );
 
+/** Rows of a session that are not dead (a destroyed session leaves a dead row until its expiry). */
+const liveRowsOf = (store: TypeormSessionStore, sid: string) =>
+  sql(`SELECT 1 FROM "${store.tableName}" WHERE id = $1 AND expires_at > 0`, [digest(sid)]);
+
+/** A second store on an existing table, with its own clock. */
+function newStoreOn(tableName: string, clockOf: () => number) {
+  const store = new TypeormSessionStore({ dataSource, tableName, now: clockOf, pruneInterval: false });
+  stores.push(store);
+  return store;
+}
+
 interface Deferred {
   promise: Promise<void>;
   resolve(): void;
@@ -230,6 +241,32 @@ describe('destroyByUser and destroyByHandle', () => {
     }
     expect(await store.get('h2')).not.toBeNull();
   });
+
+  test("destroyByHandle(handle, { userId }) ends only that user's session, in one statement", async () => {
+    const store = newStore();
+    await store.set('mine', session({ userId: 'owner' }));
+    await store.set('theirs', session({ userId: 'someone-else' }));
+    await store.set('anonymous', session({}));
+    const mine = store.handleOf('mine');
+    expect(await store.destroyByHandle(store.handleOf('theirs'), { userId: 'owner' })).toBe(false);
+    expect(await store.destroyByHandle(store.handleOf('anonymous'), { userId: 'owner' })).toBe(false);
+    // No user is nobody's owner: never the unchecked, administrative form.
+    for (const userId of [undefined, null]) {
+      expect(await store.destroyByHandle(store.handleOf('theirs'), { userId })).toBe(false);
+      expect(await store.destroyByHandle(store.handleOf('anonymous'), { userId })).toBe(false);
+    }
+    expect(await store.get('theirs')).not.toBeNull();
+    expect(await store.get('anonymous')).not.toBeNull();
+    expect(await store.destroyByHandle(mine, { userId: 'owner' })).toBe(true);
+    expect(await store.get('mine')).toBeNull();
+    expect(await store.destroyByHandle(mine, { userId: 'owner' })).toBe(false);
+    // A numeric user id matches its string form, as in listByUser().
+    await store.set('numeric', session({ userId: 42 }));
+    expect(await store.destroyByHandle(store.handleOf('numeric'), { userId: 42 })).toBe(true);
+    await expect(store.destroyByHandle(store.handleOf('theirs'), null as never)).rejects.toThrow(TypeError);
+    // The one-argument form is the administrator's: any session.
+    expect(await store.destroyByHandle(store.handleOf('theirs'))).toBe(true);
+  });
 });
 
 // ---- over HTTP: two clients of one user ----------------------------------------------------------------
@@ -269,9 +306,9 @@ function accountApp(options: Record<string, unknown> = {}) {
   app.post('/sessions/revoke-all', signedIn(async (_req, res, userId) => res.json({ revoked: await store.destroyByUser(userId) })));
   app.delete(
     '/sessions/:handle',
-    signedIn(async (req, res) => {
+    signedIn(async (req, res, userId) => {
       try {
-        res.json({ revoked: await store.destroyByHandle(req.params.handle) });
+        res.json({ revoked: await store.destroyByHandle(req.params.handle, { userId }) });
       } catch (err) {
         if (!(err instanceof TypeError)) throw err;
         res.status(400).json({ error: err.name });
@@ -354,7 +391,7 @@ describe('two signed-in clients over HTTP', () => {
   });
 
   test('revoking one by handle signs out exactly that client; unknown is false; garbage is a TypeError', async () => {
-    const { app } = accountApp();
+    const { app, store } = accountApp();
     const a = request.agent(app);
     const b = request.agent(app);
     const c = request.agent(app);
@@ -367,6 +404,13 @@ describe('two signed-in clients over HTTP', () => {
     expect(await whoami(c)).toBe('u5');
     expect((await a.get('/sessions').expect(200)).body).toHaveLength(2);
     expect((await a.delete(`/sessions/${sb.handle}`).expect(200)).body).toEqual({ revoked: false });
+    // A handle of another user's session, learnt somehow: the owner check refuses it.
+    const stranger = request.agent(app);
+    const victim = await login(request.agent(app), 'u5-other', 'client-victim');
+    await login(stranger, 'u5-stranger', 'client-stranger');
+    expect((await stranger.delete(`/sessions/${victim.handle}`).expect(200)).body).toEqual({ revoked: false });
+    expect((await a.delete(`/sessions/${victim.handle}`).expect(200)).body).toEqual({ revoked: false });
+    expect((await store.listByUser('u5-other')).map((s) => s.handle)).toEqual([victim.handle]);
     expect((await a.delete(`/sessions/${'f'.repeat(64)}`).expect(200)).body).toEqual({ revoked: false });
     expect((await a.delete('/sessions/not-a-handle').expect(400)).body).toEqual({ error: 'TypeError' });
     expect((await a.get('/sessions').expect(200)).body).toHaveLength(2);
@@ -387,87 +431,121 @@ describe('a destroyed session is never re-created by a save of what was loaded b
     'together with destroyByUser',
     'destroy after a few ticks, save at once',
   ];
+  // 1000 trials are bounded by count; on a loaded 2-core machine running the matrix they can take minutes.
+  const TRIALS_TIMEOUT_MS = 300_000;
   const ticks = async (n: number) => {
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
   };
 
-  test('1000 interleaved trials at the store level: zero resurrections', async () => {
-    const store = newStore({ now: Date.now });
-    await store.ready();
-    const random = prng(5);
-    const trials = 1000;
-    const resurrected: string[] = [];
-    const perOrder = new Map<Order, number>();
-    const runTrial = async (i: number) => {
-      const sid = `trial-${i}`;
-      const userId = `trial-user-${i}`;
-      const order = orders[i % orders.length]!;
-      perOrder.set(order, (perOrder.get(order) ?? 0) + 1);
-      await store.set(sid, session({ userId, n: 0 }));
-      const data = await store.get(sid);
-      expect(data).not.toBeNull();
-      const live = store.createSession({ sessionID: sid, sessionStore: store } as any, data!) as any;
-      live.n = 1;
-      live.changed = `after load ${i}`;
-      const save = () => store.set(sid, live);
-      switch (order) {
-        case 'destroy, then save':
-          await store.destroy(sid);
-          await save();
-          break;
-        case 'save, then destroy':
-          await save();
-          await store.destroy(sid);
-          break;
-        case 'together (destroy first)':
-          await Promise.all([store.destroy(sid), save()]);
-          break;
-        case 'together (save first)':
-          await Promise.all([save(), store.destroy(sid)]);
-          break;
-        case 'destroyByUser, then save':
-          expect(await store.destroyByUser(userId)).toBe(1);
-          await save();
-          break;
-        case 'together with destroyByUser':
-          await Promise.all([store.destroyByUser(userId), save()]);
-          break;
-        case 'destroy after a few ticks, save at once':
-          await Promise.all([ticks(Math.floor(random() * 8)).then(() => store.destroy(sid)), save()]);
-          break;
-      }
-      if ((await rowsOf(store, sid)).length > 0 || (await store.get(sid)) !== null) resurrected.push(`${sid} (${order})`);
-    };
-    // 20 trials at a time, so trials also interleave with each other on the pool.
-    for (let start = 0; start < trials; start += 20) {
-      await Promise.all(Array.from({ length: 20 }, (_, k) => runTrial(start + k)));
-    }
-    expect(resurrected).toEqual([]);
-    expect([...perOrder.values()].reduce((a, b) => a + b, 0)).toBe(trials);
-    const [{ n }] = await sql<{ n: number | string }>(`SELECT count(*) AS n FROM "${store.tableName}"`);
-    expect(Number(n)).toBe(0);
-  });
+  /**
+   * How the slow request's save gets its object: express-session's createSession() (the store tied the
+   * object to what it loaded), or a copy of the loaded data, as @fastify/session or a custom framework
+   * passes it: a plain object carrying nothing of the load, so only the table can tell it was destroyed.
+   */
+  const saved = {
+    'the session createSession() made': (store: TypeormSessionStore, sid: string, data: any, _i: number) =>
+      store.createSession({ sessionID: sid, sessionStore: store } as any, data) as any,
+    'a copy of the loaded data (spread or JSON)': (_store: TypeormSessionStore, _sid: string, data: any, i: number) =>
+      i % 2 ? { ...data } : JSON.parse(JSON.stringify(data)),
+  };
 
-  test('control: a save of a session that was not loaded (a new session) after destroy does create the row', async () => {
-    const store = newStore({ now: Date.now });
-    const created: string[] = [];
+  test.each(Object.keys(saved) as Array<keyof typeof saved>)(
+    '1000 interleaved trials at the store level, saving %s: zero resurrections',
+    async (kind) => {
+      const store = newStore({ now: Date.now });
+      await store.ready();
+      const random = prng(5);
+      const trials = 1000;
+      const resurrected: string[] = [];
+      const perOrder = new Map<Order, number>();
+      const runTrial = async (i: number) => {
+        const sid = `trial-${i}`;
+        const userId = `trial-user-${i}`;
+        const order = orders[i % orders.length]!;
+        perOrder.set(order, (perOrder.get(order) ?? 0) + 1);
+        await store.set(sid, session({ userId, n: 0 }));
+        const data = await store.get(sid);
+        expect(data).not.toBeNull();
+        const live = saved[kind](store, sid, data, i);
+        live.n = 1;
+        live.changed = `after load ${i}`;
+        const save = () => store.set(sid, live);
+        switch (order) {
+          case 'destroy, then save':
+            await store.destroy(sid);
+            await save();
+            break;
+          case 'save, then destroy':
+            await save();
+            await store.destroy(sid);
+            break;
+          case 'together (destroy first)':
+            await Promise.all([store.destroy(sid), save()]);
+            break;
+          case 'together (save first)':
+            await Promise.all([save(), store.destroy(sid)]);
+            break;
+          case 'destroyByUser, then save':
+            expect(await store.destroyByUser(userId)).toBe(1);
+            await save();
+            break;
+          case 'together with destroyByUser':
+            await Promise.all([store.destroyByUser(userId), save()]);
+            break;
+          case 'destroy after a few ticks, save at once':
+            await Promise.all([ticks(Math.floor(random() * 8)).then(() => store.destroy(sid)), save()]);
+            break;
+        }
+        if ((await liveRowsOf(store, sid)).length > 0 || (await store.get(sid)) !== null) resurrected.push(`${sid} (${order})`);
+      };
+      // 20 trials at a time, so trials also interleave with each other on the pool.
+      for (let start = 0; start < trials; start += 20) {
+        await Promise.all(Array.from({ length: 20 }, (_, k) => runTrial(start + k)));
+      }
+      expect(resurrected).toEqual([]);
+      expect([...perOrder.values()].reduce((a, b) => a + b, 0)).toBe(trials);
+      const [{ n }] = await sql<{ n: number | string }>(`SELECT count(*) AS n FROM "${store.tableName}" WHERE expires_at > 0`);
+      expect(Number(n)).toBe(0);
+      // What remains are the dead rows, nothing of the sessions in them, until their expiry; then a prune takes them.
+      const dead = await sql<{ data: string; user_id: string | null }>(`SELECT data, user_id FROM "${store.tableName}"`);
+      expect(dead).toHaveLength(trials);
+      expect(dead.filter((row) => row.data !== '' || row.user_id !== null)).toEqual([]);
+      expect(await store.length()).toBe(0);
+      expect(await store.pruneExpired()).toBe(0);
+      expect(await newStoreOn(store.tableName, () => Date.now() + 2 * 3_600_000).pruneExpired()).toBe(trials);
+      expect(await sql(`SELECT 1 FROM "${store.tableName}"`)).toEqual([]);
+    },
+    TRIALS_TIMEOUT_MS,
+  );
+
+  test('control: what a destroy does not stop is saved (a new id after it, as at login; a row that is only damaged; another id)', async () => {
+    const errors: TypeormSessionError[] = [];
+    const store = newStore({ now: Date.now, onError: (e) => errors.push(e) });
     for (let i = 0; i < 50; i++) {
-      const sid = `control-${i}`;
-      await store.set(sid, session({ userId: 'ctl', n: 0 }));
-      await store.get(sid); // read, but not turned into a session through createSession()
-      await store.destroy(sid);
-      await store.set(sid, session({ userId: 'ctl', n: 1 }));
-      if ((await rowsOf(store, sid)).length === 1) created.push(sid);
+      // regenerate() at login: the old id is destroyed, the session continues under a new one.
+      await store.set(`before-${i}`, session({ n: 0 }));
+      const data = await store.get(`before-${i}`);
+      await store.destroy(`before-${i}`);
+      await store.set(`after-${i}`, { ...data!, userId: 'ctl', n: 1 } as any);
     }
-    expect(created).toHaveLength(50);
     expect(await store.listByUser('ctl')).toHaveLength(50);
-    // The same object loaded and saved: dropped, as in the trials above.
-    const data = await store.get('control-0');
-    const live = store.createSession({ sessionID: 'control-0', sessionStore: store } as any, data!) as any;
-    await store.destroy('control-0');
-    live.n = 2;
-    await store.set('control-0', live);
-    expect(await rowsOf(store, 'control-0')).toEqual([]);
+    expect(await store.get('after-7')).toMatchObject({ userId: 'ctl', n: 1 });
+    expect(await store.get('before-7')).toBeNull();
+
+    // A damaged row is not a destroyed one: it reads as no session, and a save over it makes a new session.
+    await store.set('damaged', session({ n: 0 }));
+    await sql(`UPDATE "${store.tableName}" SET data = $1 WHERE id = $2`, ['{not json', digest('damaged')]);
+    expect(await store.get('damaged')).toBeNull();
+    expect(errors.map((e) => e.code)).toEqual(['ERR_SESSION_DECODE']);
+    await store.set('damaged', session({ n: 2 }));
+    expect(await store.get('damaged')).toMatchObject({ n: 2 });
+
+    // The same id after its destroy stays dead, whatever is saved under it.
+    await store.set('dead', session({ n: 0 }));
+    await store.destroy('dead');
+    await store.set('dead', session({ userId: 'ctl', n: 3 }));
+    expect(await store.get('dead')).toBeNull();
+    expect(await liveRowsOf(store, 'dead')).toEqual([]);
   });
 
   test('over HTTP (Express): a slow request that loaded the session does not undo a logout or a revocation', async () => {
@@ -505,7 +583,7 @@ describe('a destroyed session is never re-created by a save of what was loaded b
       expect(response.status).toBe(200);
       expect(response.body).toEqual({ visits: 1 });
 
-      const row = await sql(`SELECT 1 FROM "${store.tableName}" WHERE id = $1`, [handleOf]);
+      const row = await sql(`SELECT 1 FROM "${store.tableName}" WHERE id = $1 AND expires_at > 0`, [handleOf]);
       const withOldCookie = (await request(app.app).get('/whoami').set('Cookie', cookie).expect(200)).body.userId;
       const withAgent = await whoami(client);
       if (row.length || withOldCookie !== null || withAgent !== null) outcomes.push(`trial ${i}: row=${row.length} old=${withOldCookie} agent=${withAgent}`);
@@ -582,7 +660,7 @@ describe('a destroyed session is never re-created by a save of what was loaded b
         expect(response.status).toBe(200);
         expect(response.body).toEqual({ visits: 1 });
 
-        const row = await sql(`SELECT 1 FROM "koa_sessions" WHERE id = $1`, [store.handleOf(key)]);
+        const row = await sql(`SELECT 1 FROM "koa_sessions" WHERE id = $1 AND expires_at > 0`, [store.handleOf(key)]);
         const withOldCookie = (await request(server).get('/whoami').set('Cookie', cookie).expect(200)).body.userId;
         const withAgent = await koaWhoami(client);
         if (row.length || withOldCookie !== null || withAgent !== null) problems.push(`trial ${i}: row=${row.length} old=${withOldCookie} agent=${withAgent}`);
@@ -596,6 +674,50 @@ describe('a destroyed session is never re-created by a save of what was loaded b
       await new Promise((resolve) => server.close(resolve));
     }
   });
+  test('Koa adapter: 1000 interleaved trials of a save and a logout of one session: zero resurrections', async () => {
+    const app = new Koa();
+    app.keys = ['users-test-key'];
+    const middleware: KoaSessionStoreMiddleware = koaSessionStore(app, { dataSource, tableName: 'koa_trials' });
+    stores.push(middleware.store);
+    app.use(middleware);
+    app.use(async (ctx: any) => {
+      await ticks(Number(ctx.query.ticks ?? 0));
+      if (ctx.path === '/login') ctx.session.userId = String(ctx.query.user);
+      else if (ctx.path === '/bump') ctx.session.n = (ctx.session.n ?? 0) + 1;
+      else if (ctx.path === '/logout') ctx.session = null;
+      ctx.body = { userId: ctx.session?.userId ?? null };
+    });
+    const server: Server = app.listen(0, '127.0.0.1');
+    try {
+      const store = middleware.store;
+      const random = prng(17);
+      const resurrected: string[] = [];
+      const runTrial = async (i: number) => {
+        const res = await request(server).post(`/login?user=koa-trial-${i}`).expect(200);
+        const cookie = (res.headers['set-cookie'] as unknown as string[]).map((c) => c.split(';')[0]).join('; ');
+        const key = cookie.match(/koa\.sess=([^;]+)/)![1]!;
+        const bumpTicks = Math.floor(random() * 6);
+        const logoutTicks = Math.floor(random() * 6);
+        await Promise.all([
+          request(server).post(`/bump?ticks=${bumpTicks}`).set('Cookie', cookie).expect(200),
+          request(server).post(`/logout?ticks=${logoutTicks}`).set('Cookie', cookie).expect(200),
+        ]);
+        const who = (await request(server).get('/whoami').set('Cookie', cookie).expect(200)).body.userId;
+        if (who !== null || (await store.get(key)) !== null) resurrected.push(`trial ${i} (ticks ${bumpTicks}/${logoutTicks})`);
+      };
+      for (let start = 0; start < 1000; start += 20) {
+        await Promise.all(Array.from({ length: 20 }, (_, k) => runTrial(start + k)));
+      }
+      expect(resurrected).toEqual([]);
+      // What may live on: a /bump that arrived after its logout found no session and so made a new one, under
+      // a new key, with nothing of the signed-in session (koa-session's behaviour for an unknown key).
+      const left = Object.values(await store.all()) as unknown as Array<Record<string, unknown>>;
+      expect(left.filter((data) => data.userId !== undefined || data.n !== 1)).toEqual([]);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, TRIALS_TIMEOUT_MS);
 });
 
 // ---- two requests changing one session -----------------------------------------------------------------

@@ -23,6 +23,8 @@ export interface DriverDialect {
   readonly singleConnection: boolean;
   /** The store's own statements, one autocommit statement each, outside any request transaction. */
   executor(dataSource: DataSource): Executor;
+  /** Runs `fn`, which uses a connection of the store's own, when it may (on SQLite: in its turn). */
+  inTurn<T>(dataSource: DataSource, fn: () => Promise<T>): Promise<T>;
   /** A query runner the request owns. */
   ownRunner(dataSource: DataSource): QueryRunner;
   /** Takes the connection for a request's transaction; fails with AcquireTimeoutError after `timeoutMs`. */

@@ -30,6 +30,8 @@ export const mysql: DriverDialect = {
     };
   },
 
+  inTurn: (_dataSource, fn) => fn(),
+
   ownRunner: (dataSource) => dataSource.createQueryRunner('master'),
 
   take: (runner, _dataSource, timeoutMs) => acquire(runner, timeoutMs),

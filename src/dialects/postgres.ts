@@ -34,6 +34,8 @@ export const postgres: DriverDialect = {
     };
   },
 
+  inTurn: (_dataSource, fn) => fn(),
+
   ownRunner: (dataSource) => dataSource.createQueryRunner('master'),
 
   take: (runner, _dataSource, timeoutMs) => acquire(runner, timeoutMs),

@@ -75,6 +75,8 @@ export const sqlite: DriverDialect = {
 
   executor: (dataSource) => runnerExecutor(dataSource, (fn) => withTurn(dataSource, STORE_TURN_TIMEOUT_MS, fn)),
 
+  inTurn: (dataSource, fn) => withTurn(dataSource, STORE_TURN_TIMEOUT_MS, fn),
+
   ownRunner(dataSource): QueryRunner {
     // TypeORM hands out one shared runner for SQLite; the request makes its own.
     const shared = dataSource.createQueryRunner('master');

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { NoRequestScopeError } from '../errors.js';
 import { getPath, setPath } from '../session-fields.js';
+import { signedInRecently, signInMetadata } from '../sign-in-record.js';
 import type { TypeormSessionStore } from '../store/store.js';
 import { requestScope } from '../unit-of-work/request-scope.js';
 import { ExpressRequestState } from './request-state.js';
@@ -28,7 +29,10 @@ const promisify = (fn: (cb: (err?: unknown) => void) => void) =>
 export interface SignInOptions {
   /** Session fields carried over into the new session (everything else is dropped). Default none. */
   keep?: string[];
-  /** Stored in the session's metadata field, shown by listByUser(). Default `{ userAgent, ip, signedInAt }`. */
+  /**
+   * Stored in the session's metadata field, shown by listByUser(). Default `{ userAgent, ip }`; `signedInAt`
+   * (the store's clock, ISO 8601) is added either way, for signedInWithin().
+   */
   metadata?: Record<string, unknown>;
 }
 
@@ -43,11 +47,19 @@ export async function signIn(req: Req, userId: string | number, options: SignInO
   Object.assign(req.session, kept);
   const { userIdPath, metadataField } = store.sessionFields;
   setPath(req.session, userIdPath, userId);
-  req.session[metadataField] = options.metadata ?? {
-    userAgent: req.headers['user-agent'] ?? null,
-    ip: req.ip ?? req.socket?.remoteAddress ?? null,
-    signedInAt: new Date().toISOString(),
-  };
+  req.session[metadataField] = signInMetadata(
+    options.metadata ?? { userAgent: req.headers['user-agent'] ?? null, ip: req.ip ?? req.socket?.remoteAddress ?? null },
+    store.currentTime(),
+  );
+}
+
+/**
+ * Whether this request's session signed in (signIn()) within the last `ms` milliseconds: for actions that
+ * want a recent sign-in (changing the password or e-mail). False for a session that never signed in.
+ */
+export function signedInWithin(req: Req, ms: number): boolean {
+  const { store, session } = control(req);
+  return signedInRecently(session, store.sessionFields.metadataField, store.currentTime(), ms);
 }
 
 function clearCookie(req: Req, res: Res, cookieName: string): void {

@@ -1,5 +1,6 @@
 import { NoRequestScopeError } from '../errors.js';
 import { getPath, setPath } from '../session-fields.js';
+import { signedInRecently, signInMetadata } from '../sign-in-record.js';
 import type { TypeormSessionStore } from '../store/store.js';
 
 /** What koaSessionStore leaves on each context for these helpers. */
@@ -36,11 +37,16 @@ export async function signIn(
   Object.assign(ctx.session, kept);
   const { userIdPath, metadataField } = store.sessionFields;
   setPath(ctx.session, userIdPath, userId);
-  ctx.session[metadataField] = options.metadata ?? {
-    userAgent: ctx.get('user-agent') || null,
-    ip: ctx.ip ?? null,
-    signedInAt: new Date().toISOString(),
-  };
+  ctx.session[metadataField] = signInMetadata(
+    options.metadata ?? { userAgent: ctx.get('user-agent') || null, ip: ctx.ip ?? null },
+    store.currentTime(),
+  );
+}
+
+/** Whether this context's session signed in (signIn()) within the last `ms` milliseconds. */
+export function signedInWithin(ctx: Ctx, ms: number): boolean {
+  const { store, session } = control(ctx);
+  return signedInRecently(session, store.sessionFields.metadataField, store.currentTime(), ms);
 }
 
 /** Signs out: koa-session destroys the session and clears its cookie. */

@@ -57,6 +57,24 @@ export function damageOf(value: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Makes a loaded session's cookie say the expiry the row has. A touch() (and the absolute timeout's cap)
+ * moves only `expires_at`, not the cookie stored in `data`; MemoryStore rewrites the cookie on touch, so a
+ * client reading the session back expects the expiry in force there (express-session's "should reset
+ * session expiration"). A browser-session cookie (no `expires`) stays one.
+ */
+export function showExpiryInForce(session: SessionLike, expiresAt: number): void {
+  const cookie = session.cookie;
+  if (!cookie || !cookie.expires) return;
+  const inForce = new Date(expiresAt);
+  if (cookie.expires instanceof Date) {
+    if (cookie.expires.getTime() !== expiresAt) cookie.expires = inForce;
+    return;
+  }
+  const text = inForce.toISOString();
+  if (cookie.expires !== text) cookie.expires = text;
+}
+
 /** The value at a dotted path, kept only when it is a usable id (string, number or bigint). */
 export function userIdOf(session: SessionLike, path: readonly string[]): string | null {
   let value: unknown = session;

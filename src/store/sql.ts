@@ -31,16 +31,28 @@ interface DialectSpec {
   /** Column types in order: id, data, times, user id. */
   types: { id: string; data: string; time: string; userId: string };
   tableSuffix: string;
-  /** `ON CONFLICT`-style tail of the upsert, given the quoted columns to overwrite. */
-  upsertTail(columns: string[]): string;
+  /**
+   * `ON CONFLICT`-style tail of the upsert: `assignments` (quoted column, new value) apply only while the
+   * existing row passes `keep` (a condition on its columns as they were before the upsert).
+   */
+  upsertTail(assignments: Array<[string, string]>, keep: string): string;
+  /** The value the upsert tried to insert into a column, inside its update part. */
+  excluded(column: string): string;
   /** The column's value as the row had it before this upsert, inside the upsert's update part. */
   existing(table: string, column: string): string;
   createIndex(name: string, table: string, column: string): string;
+  /** Skips the first :keep rows of an ordered SELECT (only PostgreSQL has OFFSET without LIMIT). */
+  offset: string;
+  /** A SELECT that has a LIMIT, as the list of an IN (MySQL allows that only through a derived table). */
+  inSubquery(select: string): string;
   /** The smaller of two numbers (LEAST is MIN in SQLite). */
   least: string;
   /** INSERT that does nothing when the key exists. */
   insertIgnore(table: string, columns: string): string;
-  /** One bounded batch of expired rows. MySQL rejects LIMIT inside an IN subquery but has DELETE ... LIMIT. */
+  /**
+   * One bounded batch of expired rows, live or dead (`:floor` is minus `:now`, see `dead` below). MySQL
+   * rejects LIMIT inside an IN subquery but has DELETE ... LIMIT.
+   */
   pruneBatch(table: string, expires: string, id: string): string;
 }
 
@@ -50,14 +62,17 @@ const specs: Record<DialectName, DialectSpec> = {
     placeholder: (i) => `$${i}`,
     types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
     tableSuffix: '',
-    upsertTail: (cols) => `ON CONFLICT ("id") DO UPDATE SET ${cols.map((c) => `${c} = EXCLUDED.${c}`).join(', ')}`,
+    upsertTail: (set, keep) => `ON CONFLICT ("id") DO UPDATE SET ${set.map(([c, v]) => `${c} = ${v}`).join(', ')} WHERE ${keep}`,
+    excluded: (column) => `EXCLUDED.${column}`,
     existing: (table, column) => `${table}.${column}`,
     createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    offset: 'OFFSET :keep',
+    inSubquery: (select) => select,
     least: 'LEAST',
     insertIgnore: (table, columns) => `INSERT INTO ${table} ${columns} ON CONFLICT DO NOTHING`,
     // = ANY(ARRAY(...)) makes each batch a primary-key lookup; with IN (subquery) the planner chose a scan of
     // the whole table per batch (about 260 ms per 10,000 rows at a million rows).
-    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} = ANY(ARRAY(SELECT ${id} FROM ${t} WHERE ${e} <= :now LIMIT :limit))`,
+    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} = ANY(ARRAY(SELECT ${id} FROM ${t} WHERE ${e} >= :floor AND ${e} <= :now LIMIT :limit))`,
   },
   mysql: {
     quote: (id) => `\`${id}\``,
@@ -66,27 +81,38 @@ const specs: Record<DialectName, DialectSpec> = {
     // re-add the column, losing every session. A larger session fails its save with a clear error.
     types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
     tableSuffix: ' ENGINE=InnoDB DEFAULT CHARSET=utf8mb4',
+    // ON DUPLICATE KEY UPDATE has no WHERE: each assignment keeps the old value when the row fails `keep`.
+    // Assignments run left to right and later ones see earlier results, so `keep` must read only columns
+    // that keep its answer (expires_at stays positive on a live row and negative on a dead one).
+    upsertTail: (set, keep) => `ON DUPLICATE KEY UPDATE ${set.map(([c, v]) => `${c} = IF(${keep}, ${v}, ${c})`).join(', ')}`,
     // VALUES() is deprecated in MySQL 8.0.20 but is the only form MariaDB also accepts.
-    upsertTail: (cols) => `ON DUPLICATE KEY UPDATE ${cols.map((c) => `${c} = VALUES(${c})`).join(', ')}`,
+    excluded: (column) => `VALUES(${column})`,
     // Inside ON DUPLICATE KEY UPDATE a bare column is the existing row's value.
     existing: (_table, column) => column,
     // MySQL has no CREATE INDEX IF NOT EXISTS (MariaDB does); indexes go inside CREATE TABLE instead.
     createIndex: () => '',
+    offset: 'LIMIT 18446744073709551615 OFFSET :keep',
+    // Also the way round "can't specify target table for update in FROM clause": the derived table is
+    // materialized before the UPDATE changes rows.
+    inSubquery: (select) => `SELECT ${'`id`'} FROM (${select}) AS ${'`older`'}`,
     least: 'LEAST',
     insertIgnore: (table, columns) => `INSERT IGNORE INTO ${table} ${columns}`,
-    pruneBatch: (t, e) => `DELETE FROM ${t} WHERE ${e} <= :now LIMIT :limit`,
+    pruneBatch: (t, e) => `DELETE FROM ${t} WHERE ${e} >= :floor AND ${e} <= :now LIMIT :limit`,
   },
   sqlite: {
     quote: (id) => `"${id}"`,
     placeholder: () => '?',
     types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
     tableSuffix: '',
-    upsertTail: (cols) => `ON CONFLICT ("id") DO UPDATE SET ${cols.map((c) => `${c} = excluded.${c}`).join(', ')}`,
+    upsertTail: (set, keep) => `ON CONFLICT ("id") DO UPDATE SET ${set.map(([c, v]) => `${c} = ${v}`).join(', ')} WHERE ${keep}`,
+    excluded: (column) => `excluded.${column}`,
     existing: (table, column) => `${table}.${column}`,
     createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    offset: 'LIMIT -1 OFFSET :keep',
+    inSubquery: (select) => select,
     least: 'MIN',
     insertIgnore: (table, columns) => `INSERT OR IGNORE INTO ${table} ${columns}`,
-    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} IN (SELECT ${id} FROM ${t} WHERE ${e} <= :now LIMIT :limit)`,
+    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} IN (SELECT ${id} FROM ${t} WHERE ${e} >= :floor AND ${e} <= :now LIMIT :limit)`,
   },
 };
 
@@ -193,6 +219,8 @@ export interface Statements {
   listByUser: Statement;
   destroyByUser: Statement;
   destroyByUserExcept: Statement;
+  destroyOwned: Statement;
+  capUser: Statement;
   countByUser: Statement;
   countExpired: Statement;
   pruneBatch: Statement;
@@ -221,9 +249,27 @@ export function compileStatements(dialect: DialectName, table: string, options: 
       dialect === 'postgres' && prepared && prepareAll ? `tsess_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}` : undefined;
     return { sql, names, name };
   };
-  const overwritten = ['data', 'updated_at', 'user_id'].map(q);
   const lease = q(objectNames(table).lease);
   const live = `${q('expires_at')} > :now`;
+  // A destroyed session stays as a dead row (a tombstone) until its own expiry, so that no later save of it
+  // can bring it back, whatever object that save passes (a client may copy what it loaded). A dead row's
+  // expires_at is its expiry negated: every `live` test above already refuses it, so the reads need no
+  // change, and "expired" (the prune's range, live or dead) is `-now <= expires_at <= now`, one index range.
+  // Its data and user id are cleared: what was destroyed is gone, only the id's digest remains.
+  const kill =
+    `${q('expires_at')} = -${q('expires_at')}, ${q('data')} = '', ${q('user_id')} = NULL, ` +
+    `${q('version')} = ${q('version')} + 1`;
+  const notDead = `${q('expires_at')} > 0`;
+  const expired = `${q('expires_at')} >= :floor AND ${q('expires_at')} <= :now`;
+  const upsertSet: Array<[string, string]> = [
+    ...['data', 'updated_at', 'user_id'].map((c): [string, string] => [q(c), spec.excluded(q(c))]),
+    [q('expires_at'), `${spec.least}(:expires, ${spec.existing(t, q('created_at'))} + :absolute)`],
+    [q('version'), `${spec.existing(t, q('version'))} + 1`],
+  ];
+  // The user's live sessions other than :id, most recently seen first, past the :keep newest.
+  const older =
+    `SELECT ${q('id')} FROM ${t} WHERE ${q('user_id')} = :userId AND ${q('id')} <> :id AND ${live} ` +
+    `ORDER BY ${q('updated_at')} DESC, ${q('id')} DESC ${spec.offset}`;
   return {
     // Each database's catalog answers, so a missing table is a 0/false row, not a failed query that TypeORM
     // and the server log as an error on every first start. (PostgreSQL resolves the name through
@@ -242,12 +288,11 @@ export function compileStatements(dialect: DialectName, table: string, options: 
     // A new session (or a save the store cannot tie to a load): insert, or overwrite on a concurrent insert.
     // The absolute lifetime caps the expiry at created_at + :absolute; on insert the caller caps it in JS.
     // Overwriting keeps the row's created_at, so the cap is taken from it there: a save of an existing id
-    // that was not loaded (store.set() called directly) must not extend the absolute lifetime either.
+    // that was not loaded (store.set() called directly) must not extend the absolute lifetime either. A dead
+    // row is left as it is: a save of a destroyed session, whatever it carries, does not bring it back.
     upsert: compile(
       `INSERT INTO ${t} (${['id', 'data', 'expires_at', 'created_at', 'updated_at', 'user_id'].map(q).join(', ')}) ` +
-        `VALUES (:id, :data, :expires, :now, :now, :userId) ${spec.upsertTail(overwritten)}, ` +
-        `${q('expires_at')} = ${spec.least}(:expires, ${spec.existing(t, q('created_at'))} + :absolute), ` +
-        `${q('version')} = ${spec.existing(t, q('version'))} + 1`,
+        `VALUES (:id, :data, :expires, :now, :now, :userId) ${spec.upsertTail(upsertSet, spec.existing(t, notDead))}`,
     ),
     // A session loaded earlier in this request: update only the version that was loaded, and only while it
     // lives. A row destroyed meanwhile (logout, revocation) is therefore never re-created.
@@ -263,25 +308,32 @@ export function compileStatements(dialect: DialectName, table: string, options: 
       `UPDATE ${t} SET ${q('expires_at')} = ${spec.least}(:expires, ${q('created_at')} + :absolute), ` +
         `${q('updated_at')} = :now WHERE ${q('id')} = :id AND ${live} AND ${q('expires_at')} < :threshold`,
     ),
-    destroy: compile(`DELETE FROM ${t} WHERE ${q('id')} = :id`),
+    destroy: compile(`UPDATE ${t} SET ${kill} WHERE ${q('id')} = :id AND ${notDead}`),
+    // Revocation by the owner: one statement, so a handle of someone else's session changes nothing.
+    destroyOwned: compile(`UPDATE ${t} SET ${kill} WHERE ${q('id')} = :id AND ${q('user_id')} = :userId AND ${notDead}`),
     all: compile(`SELECT ${q('id')}, ${q('data')} FROM ${t} WHERE ${live}`),
     ids: compile(`SELECT ${q('id')} FROM ${t} WHERE ${live}`),
     count: compile(`SELECT COUNT(*) AS ${q('n')} FROM ${t} WHERE ${live}`),
     clear: compile(`DELETE FROM ${t}`),
     // One text per count: not prepared, or each connection would keep up to 500 of them.
     destroyMany: (count) =>
-      compile(`DELETE FROM ${t} WHERE ${q('id')} IN (${Array.from({ length: count }, (_, i) => `:id${i}`).join(', ')})`, false),
+      compile(
+        `UPDATE ${t} SET ${kill} WHERE ${q('id')} IN (${Array.from({ length: count }, (_, i) => `:id${i}`).join(', ')}) AND ${notDead}`,
+        false,
+      ),
     listByUser: compile(
       `SELECT ${['id', 'data', 'created_at', 'updated_at', 'expires_at'].map(q).join(', ')} FROM ${t} ` +
         `WHERE ${q('user_id')} = :userId AND ${live} ORDER BY ${q('updated_at')} DESC`,
     ),
-    destroyByUser: compile(`DELETE FROM ${t} WHERE ${q('user_id')} = :userId`),
-    destroyByUserExcept: compile(`DELETE FROM ${t} WHERE ${q('user_id')} = :userId AND ${q('id')} <> :except`),
+    destroyByUser: compile(`UPDATE ${t} SET ${kill} WHERE ${q('user_id')} = :userId AND ${notDead}`),
+    destroyByUserExcept: compile(`UPDATE ${t} SET ${kill} WHERE ${q('user_id')} = :userId AND ${q('id')} <> :except AND ${notDead}`),
+    // maxSessionsPerUser: ends the user's least recently seen live sessions beyond the :keep newest others.
+    capUser: compile(`UPDATE ${t} SET ${kill} WHERE ${q('id')} IN (${spec.inSubquery(older)})`),
     countByUser: compile(
       `SELECT ${q('user_id')}, COUNT(*) AS ${q('n')} FROM ${t} WHERE ${live} AND ${q('user_id')} IS NOT NULL ` +
         `GROUP BY ${q('user_id')} ORDER BY ${q('n')} DESC LIMIT :limit`,
     ),
-    countExpired: compile(`SELECT COUNT(*) AS ${q('n')} FROM ${t} WHERE ${q('expires_at')} <= :now`),
+    countExpired: compile(`SELECT COUNT(*) AS ${q('n')} FROM ${t} WHERE ${expired}`),
     pruneBatch: compile(spec.pruneBatch(t, q('expires_at'), q('id'))),
     leaseCreate: compile(
       spec.insertIgnore(lease, `(${q('name')}, ${q('holder')}, ${q('expires_at')}) VALUES (:name, '', 0)`),

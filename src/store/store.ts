@@ -31,7 +31,9 @@ import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { driverDialect, type Executor, type QueryOutcome } from '../dialects/index.js';
 import { hearPoolErrors } from '../connection-errors.js';
 import { reporter } from '../reporter.js';
-import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
+import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, showExpiryInForce, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
+import { SessionCipher } from './encryption.js';
+import { inShortTransaction } from './short-transaction.js';
 
 const debug = createDebug('typeorm-session:store');
 
@@ -54,6 +56,7 @@ export class TypeormSessionStore extends Store {
   private readonly execute: Executor;
   private readonly pruner: PruneTimer | undefined;
   private readonly report: (error: TypeormSessionError) => void;
+  private readonly cipher: SessionCipher | undefined;
   private closed = false;
   private readyDone = false;
 
@@ -73,6 +76,7 @@ export class TypeormSessionStore extends Store {
     this.tableName = tableName;
     this.statements = compileStatements(dialect, tableName, { prepare: this.options.preparedStatements });
     this.execute = driverDialect(dialect).executor(dataSource);
+    this.cipher = this.options.encryptionKeys ? new SessionCipher(this.options.encryptionKeys) : undefined;
     this.registration = registerEntity(dataSource, sessionEntity({ tableName }));
     // Awaited in ready(); a rejection here must not surface as unhandled before that.
     this.registration.catch(() => undefined);
@@ -203,6 +207,11 @@ export class TypeormSessionStore extends Store {
     return { userIdPath: this.options.userIdPath, metadataField: this.options.metadataField };
   }
 
+  /** The store's clock (the `now` option), in epoch ms: what signIn() records and signedInWithin() compares. */
+  currentTime(): number {
+    return this.options.now();
+  }
+
   /** The opaque handle of a session id, as listByUser(), all() and ids() show it. */
   handleOf(sid: string): string {
     return digest(sid);
@@ -218,7 +227,7 @@ export class TypeormSessionStore extends Store {
     });
     const sessions: SessionInfo[] = [];
     for (const row of records as Array<{ id: string; data: string; created_at: unknown; updated_at: unknown; expires_at: unknown }>) {
-      const data = this.decode(row.id, row.data);
+      const data = this.open(row.id, row.data);
       if (!data) continue;
       sessions.push({
         handle: row.id,
@@ -241,12 +250,27 @@ export class TypeormSessionStore extends Store {
     return (await this.query('destroyByUser', statement, values)).affected;
   }
 
-  /** Revokes one session by the handle listByUser() gave. Returns whether it existed. */
-  async destroyByHandle(handle: string): Promise<boolean> {
+  /**
+   * Revokes one session by the handle listByUser() gave. Returns whether it existed (and, with `userId`,
+   * belonged to that user). With `{ userId }` it ends the session only if it is that user's, in one
+   * statement: the form for a route where users revoke their own sessions. Without it any session is
+   * ended, whoever's it is: for administration only.
+   */
+  async destroyByHandle(handle: string, owner?: { userId: string | number | null | undefined }): Promise<boolean> {
     if (typeof handle !== 'string' || !/^[0-9a-f]{64}$/.test(handle)) {
       throw new TypeError('typeorm-session: destroyByHandle() takes a handle from listByUser(), all() or ids()');
     }
-    return (await this.query('destroyByHandle', this.statements.destroy, { id: handle })).affected > 0;
+    if (owner === undefined) {
+      return (await this.query('destroyByHandle', this.statements.destroy, { id: handle })).affected > 0;
+    }
+    if (!owner || typeof owner !== 'object') {
+      throw new TypeError('typeorm-session: destroyByHandle(handle, owner) takes { userId } as its second argument');
+    }
+    // No user (a request that is not signed in) owns no session; never the unchecked form.
+    const { userId } = owner;
+    if (typeof userId !== 'string' && typeof userId !== 'number') return false;
+    const values = { id: handle, userId: String(userId) };
+    return (await this.query('destroyByHandle', this.statements.destroyOwned, values)).affected > 0;
   }
 
   // ---- pruning -------------------------------------------------------------------------------------------
@@ -270,7 +294,7 @@ export class TypeormSessionStore extends Store {
         acquire: async (holder, now, until) =>
           (await run('lease', s.leaseAcquire, { name, holder, now, until })).affected === 1,
         release: async (holder) => void (await run('lease', s.leaseRelease, { name, holder })),
-        deleteBatch: async (now, limit) => (await run('prune', s.pruneBatch, { now, limit })).affected,
+        deleteBatch: async (now, limit) => (await run('prune', s.pruneBatch, { now, floor: -now, limit })).affected,
       },
       {
         batchSize: this.options.pruneBatchSize,
@@ -322,7 +346,7 @@ export class TypeormSessionStore extends Store {
     const now = this.options.now();
     const [live, expired, users] = await Promise.all([
       this.query('stats', this.statements.count, { now }),
-      this.query('stats', this.statements.countExpired, { now }),
+      this.query('stats', this.statements.countExpired, { now, floor: -now }),
       this.query('stats', this.statements.countByUser, { now, limit: options.topUsers ?? 10 }),
     ]);
     const count = (r: QueryOutcome) => Number((r.records[0] as { n?: unknown } | undefined)?.n ?? 0);
@@ -341,9 +365,10 @@ export class TypeormSessionStore extends Store {
     const { records } = await this.query('get', this.statements.get, { id: handle, now });
     const row = records[0] as { data: string; expires_at: unknown; version: unknown } | undefined;
     if (!row) return null;
-    const session = this.decode(handle, row.data);
+    const session = this.cipher ? this.open(handle, row.data) : this.decode(handle, row.data);
     if (session) {
       const state: LoadedState = { expiresAt: Number(row.expires_at), version: Number(row.version) };
+      showExpiryInForce(session as SessionLike, state.expiresAt);
       Object.defineProperty(session, FETCHED, { value: state, enumerable: false, configurable: true });
     }
     return session;
@@ -373,9 +398,10 @@ export class TypeormSessionStore extends Store {
   }
 
   private async save(sid: string, session: object, expires: number, now: number, loaded: LoadedState | undefined) {
+    const id = digest(sid);
     const values = {
-      id: digest(sid),
-      data: this.options.serializer.stringify(session),
+      id,
+      data: this.seal(id, this.options.serializer.stringify(session)),
       expires: Math.min(expires, now + this.options.absoluteMs),
       absolute: this.options.absoluteMs,
       now,
@@ -385,7 +411,16 @@ export class TypeormSessionStore extends Store {
     if (!loaded) {
       // From here on a row may exist for this id, so a later destroy must really delete.
       scopeOf(session)?.noteSaved(sid);
-      await this.query('set', this.statements.upsert, values, session);
+      const cap = this.options.maxSessionsPerUser;
+      if (cap === undefined || values.userId === null) {
+        await this.query('set', this.statements.upsert, values, session);
+        return;
+      }
+      // A new session of a user (a sign-in): the sessions it ends go with it or not at all.
+      await this.atomically('set', [
+        [this.statements.upsert, values],
+        [this.statements.capUser, { ...values, keep: cap - 1 }],
+      ], session);
       return;
     }
     if ((await this.query('set', this.statements.update, values, session)).affected === 1) {
@@ -454,7 +489,7 @@ export class TypeormSessionStore extends Store {
     const { records } = await this.query('all', this.statements.all, { now: this.options.now() });
     const result: Record<string, SessionData> = {};
     for (const row of records as Array<{ id: string; data: string }>) {
-      const session = this.decode(row.id, row.data);
+      const session = this.open(row.id, row.data);
       if (session) result[row.id] = session;
     }
     return result;
@@ -475,6 +510,28 @@ export class TypeormSessionStore extends Store {
   }
 
   // ---- plumbing ------------------------------------------------------------------------------------------
+
+  /** The text stored in `data`: encrypted for the row's id when encryptionKeys are set. */
+  private seal(id: string, text: string): string {
+    return this.cipher ? this.cipher.seal(id, text) : text;
+  }
+
+  /** A stored row's session: decrypted (when encryptionKeys are set) and decoded, or null, reported. */
+  private open(handle: string, stored: string): StoredSession | null {
+    if (!this.cipher) return this.decode(handle, stored);
+    let text: string;
+    try {
+      text = this.cipher.open(handle, stored);
+    } catch (cause) {
+      this.report(
+        new SessionDecodeError(`typeorm-session: stored session ${logTag(handle)}… could not be decrypted; treated as no session`, {
+          cause,
+        }),
+      );
+      return null;
+    }
+    return this.decode(handle, text);
+  }
 
   private decode(handle: string, text: string): StoredSession | null {
     try {
@@ -544,6 +601,30 @@ export class TypeormSessionStore extends Store {
   }
 
   /**
+   * Runs a few statements that must land together. Inside a request whose transaction is open they join it
+   * (query() does that per statement, as it skips them in a request that rolls back); otherwise they run as
+   * one short transaction of their own on the pool.
+   */
+  private async atomically(operation: string, steps: Step[], session?: unknown): Promise<void> {
+    if (!this.readyDone) await this.ready();
+    const scope = scopeOf(session);
+    if (scope !== undefined && (scope.joins(this.options.dataSource) || (scope.ending && !scope.willCommit()))) {
+      for (const [statement, values] of steps) await this.query(operation, statement, values, session);
+      return;
+    }
+    const bound = steps.map(([statement, values]) => ({ statement, parameters: bind(statement, values) }));
+    try {
+      await inShortTransaction(this.options.dataSource, this.dialect, bound);
+    } catch (cause) {
+      const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
+        cause: scope ? scope.causeOf(cause) : cause,
+      });
+      if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
+      throw error;
+    }
+  }
+
+  /**
    * Runs one statement. Inside a request whose transaction is open, it joins that transaction, so the session
    * commits or rolls back with the request's own writes. A session write made while the response is being
    * finished, in a request that will roll back, is skipped. Everything else runs on the pool as one statement.
@@ -574,6 +655,8 @@ export class TypeormSessionStore extends Store {
 }
 
 const WRITES = new Set(['set', 'touch', 'destroy']);
+
+type Step = [Statement, Params];
 
 interface TouchValues {
   expires: number;
