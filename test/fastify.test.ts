@@ -252,7 +252,7 @@ describe('rollback when the request fails', () => {
   test('the status a custom error handler sets decides, and a thrown error rolls back even when it answers 200', async () => {
     const t = await fastifyApp((app) => {
       routes(app);
-      app.setErrorHandler((error, _req, reply) => {
+      app.setErrorHandler((error: Error, _req, reply) => {
         reply.code(error.message === 'boom' ? 200 : 500).send({ handled: error.message });
       });
       app.post('/conflict', async (req) => {
