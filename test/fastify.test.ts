@@ -534,6 +534,36 @@ describe('currentManager() inside Fastify', () => {
     expect(txStatements()).toEqual(['START TRANSACTION', 'COMMIT']);
   });
 
+  test('works inside listeners a content-type parser adds to the request stream', async () => {
+    const seen: string[] = [];
+    const t = await fastifyApp((app) => {
+      app.addContentTypeParser('application/x-lines', (_req, payload, done) => {
+        let text = '';
+        payload.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        payload.on('end', () => {
+          // Node runs these listeners in the socket's async context, not the request's.
+          try {
+            currentManager()
+              .query(dialectSql(`INSERT INTO items (name) VALUES ($1)`), [`parsed:${text.length}`])
+              .then(() => done(null, text), (err: Error) => done(err, undefined));
+          } catch (err) {
+            done(err as Error, undefined);
+          }
+        });
+      });
+      app.post('/lines', async (req) => {
+        seen.push(String((req.body as string).length));
+        return 'ok';
+      });
+    });
+
+    const res = await request(t.url).post('/lines').set('Content-Type', 'application/x-lines').send('line\n'.repeat(50_000));
+
+    expect(res.status).toBe(200);
+    expect(seen).toEqual(['250000']);
+    expect(await names(ctx)).toEqual(['parsed:250000']);
+  });
+
   test('outside a request, currentManager() and withTransaction() refuse', async () => {
     expect(() => currentManager()).toThrow(NoRequestScopeError);
     await expect(withTransaction(async () => 1)).rejects.toBeInstanceOf(NoRequestScopeError);
@@ -624,6 +654,82 @@ describe('sessions and the sign-in helpers', () => {
     const expiresIn = Number(row!.expires_at) - Date.now();
     expect(expiresIn).toBeGreaterThan(0);
     expect(expiresIn).toBeLessThanOrEqual(60_000);
+  });
+
+  test('an unchanged session is touched: its stored expiry moves, in one statement, without a new cookie', async () => {
+    let clock = Date.now();
+    const t = await fastifyApp(routes, { cookie: { maxAge: 60_000 }, now: () => clock });
+    const cookie = cookieOf((await request(t.url).get('/visit')).headers['set-cookie']);
+    const expiry = async () => Number((await ctx.sql<{ expires_at: string }>('SELECT expires_at FROM sessions'))[0]!.expires_at);
+    const saved = await expiry();
+
+    clock += 30_000;
+    log().clear();
+    const res = await request(t.url).get('/peek').set('Cookie', cookie);
+
+    expect(res.body).toEqual({ visits: 1, userId: null });
+    expect(setCookies(res)).toEqual([]);
+    expect(await expiry()).toBe(saved + 30_000);
+    expect(log().matching(/^UPDATE/)).toHaveLength(1);
+  });
+
+  test('overlapping requests on one session: with onConflict "reject" the later save fails with 409 instead of losing the first', async () => {
+    const gate = deferred();
+    const entered = deferred();
+    const t = await fastifyApp(
+      (app) => {
+        routes(app);
+        app.get('/slow-set', async (req) => {
+          entered.resolve();
+          await gate.promise;
+          await insert(req, 'slow-set');
+          req.session!.slow = true;
+          return 'slow done';
+        });
+        app.get('/fast-set', async (req) => {
+          req.session!.fast = true;
+          return 'fast done';
+        });
+      },
+      { onConflict: 'reject' },
+    );
+    const cookie = cookieOf((await request(t.url).get('/visit')).headers['set-cookie']);
+
+    const slow = request(t.url).get('/slow-set').set('Cookie', cookie).then((r) => r);
+    await entered.promise;
+    const fast = await request(t.url).get('/fast-set').set('Cookie', cookie);
+    gate.resolve();
+    const late = await slow;
+
+    expect(fast.status).toBe(200);
+    expect(late.status).toBe(409);
+    expect(late.headers['set-cookie']).toBeUndefined();
+    expect(await names(ctx)).toEqual([]);
+    const [row] = await sessionRows();
+    expect(JSON.parse(row!.data)).toEqual({ visits: 1, fast: true });
+  });
+
+  test('a session signed out meanwhile is not re-created by a request that loaded it before', async () => {
+    const gate = deferred();
+    const entered = deferred();
+    const t = await fastifyApp((app) => {
+      routes(app);
+      app.get('/slow-set', async (req) => {
+        entered.resolve();
+        await gate.promise;
+        req.session!.slow = true;
+        return 'slow done';
+      });
+    });
+    const cookie = cookieOf((await request(t.url).get('/visit')).headers['set-cookie']);
+
+    const slow = request(t.url).get('/slow-set').set('Cookie', cookie).then((r) => r);
+    await entered.promise;
+    await request(t.url).post('/logout').set('Cookie', cookie).expect(200);
+    gate.resolve();
+    await slow;
+
+    expect(await sessionRows()).toEqual([]);
   });
 
   test('transaction: false gives sessions without request.db', async () => {
