@@ -271,6 +271,26 @@ describe('rollback when the request fails', () => {
     expect(await sessionRows()).toEqual([]);
   });
 
+  test('a reply taken over with reply.hijack() never reaches onSend: rolled back when it closes, unless committed first', async () => {
+    const t = await fastifyApp((app) =>
+      app.get('/hijack', async (req, reply) => {
+        const { commit } = req.query as { commit?: string };
+        await insert(req, commit ? 'committed-then-hijacked' : 'hijacked');
+        if (commit) await req.commit();
+        reply.hijack();
+        reply.raw.end('raw');
+      }),
+    );
+
+    const plain = await request(t.url).get('/hijack');
+    await within(eventually(() => log().matching(/^ROLLBACK/).length === 1), 5000, 'the rollback');
+    const committed = await request(t.url).get('/hijack?commit=1');
+
+    expect(plain.text).toBe('raw');
+    expect(committed.text).toBe('raw');
+    expect(await names(ctx)).toEqual(['committed-then-hijacked']);
+  });
+
   test('commitOn decides: a custom commitOn can refuse a 2xx and accept a 404', async () => {
     const t = await fastifyApp(routes, { transaction: { commitOn: (status) => status === 404 } });
 
