@@ -174,7 +174,7 @@ if (commitFailure) {
       const t = await fastifyApp((app) =>
         app.post('/dup', async (req, reply) => {
           await req.db.query(failure.statement('same'));
-          req.session!.x = 1;
+          req.session.x = 1;
           reply.header('x-handler', 'yes');
           return 'looks fine';
         }),
@@ -208,12 +208,12 @@ describe('rollback when the request fails', () => {
   const routes = (app: FastifyInstance) => {
     app.post('/throw', async (req) => {
       await insert(req, 'thrown');
-      req.session!.x = 1;
+      req.session.x = 1;
       throw new Error('boom');
     });
     app.post('/status', async (req, reply) => {
       await insert(req, 'status');
-      req.session!.x = 1;
+      req.session.x = 1;
       reply.code(Number((req.query as { code?: string }).code ?? 500));
       return 'refused';
     });
@@ -321,7 +321,7 @@ describe('a client that disconnects mid-handler', () => {
         const closed = new Promise<void>((resolve) => reply.raw.once('close', () => resolve()));
         entered.resolve();
         await closed;
-        req.session!.userId = 'ghost';
+        req.session.userId = 'ghost';
         try {
           await insert(req, 'after-abort');
           outcome.resolve('ran');
@@ -429,20 +429,20 @@ describe('the session is written inside the request transaction', () => {
         reply.code(500);
         return 'failed after login';
       }
-      return { userId: req.session!.userId };
+      return { userId: req.session.userId };
     });
-    app.get('/me', async (req) => ({ userId: req.session!.userId ?? null }));
+    app.get('/me', async (req) => ({ userId: req.session.userId ?? null }));
     app.get('/set', async (req) => {
-      req.session!.n = 1;
+      req.session.n = 1;
       return 'ok';
     });
     app.post('/bump', async (req, reply) => {
       await insert(req, 'bump');
-      req.session!.n = 2;
+      req.session.n = 2;
       reply.code(500);
       return 'bump failed';
     });
-    app.get('/read', async (req) => ({ n: req.session!.n ?? null }));
+    app.get('/read', async (req) => ({ n: req.session.n ?? null }));
   };
 
   test('a login commits the user row and the session together', async () => {
@@ -595,10 +595,10 @@ describe('currentManager() inside Fastify', () => {
 describe('sessions and the sign-in helpers', () => {
   const routes = (app: FastifyInstance) => {
     app.get('/visit', async (req) => {
-      req.session!.visits = Number(req.session!.visits ?? 0) + 1;
-      return { visits: req.session!.visits, id: req.sessionId };
+      req.session.visits = Number(req.session.visits ?? 0) + 1;
+      return { visits: req.session.visits, id: req.sessionId };
     });
-    app.get('/peek', async (req) => ({ visits: req.session!.visits ?? null, userId: req.session!.userId ?? null }));
+    app.get('/peek', async (req) => ({ visits: req.session.visits ?? null, userId: req.session.userId ?? null }));
     app.post('/login', async (req) => {
       await signIn(req, 'u-1', { keep: ['visits'] });
       return { id: req.sessionId };
@@ -703,11 +703,11 @@ describe('sessions and the sign-in helpers', () => {
           entered.resolve();
           await gate.promise;
           await insert(req, 'slow-set');
-          req.session!.slow = true;
+          req.session.slow = true;
           return 'slow done';
         });
         app.get('/fast-set', async (req) => {
-          req.session!.fast = true;
+          req.session.fast = true;
           return 'fast done';
         });
       },
@@ -737,7 +737,7 @@ describe('sessions and the sign-in helpers', () => {
       app.get('/slow-set', async (req) => {
         entered.resolve();
         await gate.promise;
-        req.session!.slow = true;
+        req.session.slow = true;
         return 'slow done';
       });
     });

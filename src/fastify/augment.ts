@@ -4,8 +4,13 @@ import type { TypeormSessionStore } from '../store/store.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** typeorm-session: the session's data, a plain object; `null` signs out (the stored session is destroyed). */
-    session: Record<string, any> | null;
+    /**
+     * typeorm-session: the session's data, a plain object, loaded before the hooks registered after the
+     * plugin run. Assigning `null` signs out (the stored session is destroyed, the cookie cleared); it then
+     * reads `null`, which the read type leaves out so that handlers need no check on every access.
+     */
+    get session(): Record<string, any>;
+    set session(value: Record<string, any> | null);
     /** typeorm-session: the session's id (what the signed cookie carries). */
     sessionId: string;
     /**

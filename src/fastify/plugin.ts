@@ -97,7 +97,7 @@ function install(app: FastifyInstance, options: FastifySessionStoreOptions): voi
 
   app.decorate('sessionStore', store);
   // Fastify keeps the shape of its request objects fixed when every field is declared up front.
-  app.decorateRequest('session', null);
+  app.decorateRequest('session', null as never);
   app.decorateRequest('sessionId', '');
   if (transaction) {
     // The same `db` and `commit` the Express and Koa adapters define, handed to Fastify as decorators.
