@@ -627,6 +627,23 @@ describe('sessions and the sign-in helpers', () => {
     expect(await sessionRows()).toHaveLength(1);
   });
 
+  test('a cookie the Express adapter issued (same secret and name) finds its session here', async () => {
+    const expressApp = ctx.app(
+      (app) =>
+        app.get('/set', (req, res) => {
+          (req.session as unknown as Record<string, unknown>).visits = 41;
+          res.send('ok');
+        }),
+      { name: 'sessionId' },
+    );
+    const t = await fastifyApp(routes);
+    const cookie = cookieOf((await request(expressApp).get('/set')).headers['set-cookie']);
+
+    const res = await request(t.url).get('/visit').set('Cookie', cookie);
+
+    expect(res.body.visits).toBe(42);
+  });
+
   test('signIn gives a new id, keeps what it is told to, and destroys the old session; signOut destroys it and clears the cookie', async () => {
     const t = await fastifyApp(routes);
     const first = await request(t.url).get('/visit');
