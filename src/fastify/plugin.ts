@@ -110,8 +110,9 @@ function install(app: FastifyInstance, options: FastifySessionStoreOptions): voi
   function start(request: FastifyRequest, reply: FastifyReply, next: (err?: Error) => void): void {
     const state = new FastifyRequestState(scopeOptions, config, request as never, reply);
     attachScope(request.raw, state);
-    // Body parsers read the request through 'data'/'end' listeners, which Node runs in the socket's async
-    // context: bound to the request's frame, currentManager() still works after the body is parsed (fastify #3570).
+    // Fastify 5 carries the async context across its own body parsing (the loss of fastify #3570), but
+    // 'data'/'end' listeners a content-type parser adds to the request stream run in the socket's context:
+    // bound to the request's frame, currentManager() works inside them too.
     if (transaction) bindEmitter(request.raw, state.root);
     const loading = state.load();
     // The rest of the request (parsing, hooks, handler) continues from inside the frame.
