@@ -18,7 +18,7 @@ import {
   withTransaction,
   type FastifySessionStoreOptions,
 } from '../src/fastify.js';
-import { AcquireTimeoutError, CommitError, NoRequestScopeError, TransactionClosedError, type TypeormSessionError } from '../src/index.js';
+import { AcquireTimeoutError, CommitError, MiddlewareOrderError, NoRequestScopeError, TransactionClosedError, type TypeormSessionError } from '../src/index.js';
 import { signedValue } from '../src/session-cookie.js';
 import { commitFailure, connectionId, holdFor, onlyOn, poolState, sql as dialectSql, testDialect } from './helpers/dialect.js';
 import { deferred, eventually, within, type Deferred } from './helpers/async.js';
@@ -790,6 +790,19 @@ describe('sessions and the sign-in helpers', () => {
 // ---- 12. configuration ------------------------------------------------------------------------------------------
 
 describe('configuration errors', () => {
+  test('a second registration (or another session plugin) is refused with a MiddlewareOrderError', async () => {
+    const app = Fastify();
+    apps.push(app);
+    app.register(fastifySessionStore, { dataSource: ctx.ds, secret: 'x' });
+    app.register(fastifySessionStore, { dataSource: ctx.ds, secret: 'x' });
+    const error = await app.ready().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(MiddlewareOrderError);
+    expect((error as Error).message).toMatch(/registered twice/);
+  });
+
   test.each([
     [{ secret: 'x', bogus: 1 }, /unknown option "bogus"/],
     [{ secret: '' }, /option "secret"/],

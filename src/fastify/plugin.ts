@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import createDebug from 'debug';
+import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
@@ -82,6 +83,11 @@ function install(app: FastifyInstance, options: FastifySessionStoreOptions): voi
   for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
   // Everything checked before the store exists: a store made for a rejected configuration would prune in the background.
   const rules = resolveConfig(options);
+  if (app.hasRequestDecorator('session')) {
+    throw new MiddlewareOrderError(
+      'typeorm-session: request.session is already defined: fastifySessionStore is registered twice, or another session plugin (@fastify/session?) is registered',
+    );
+  }
   const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
   const config: FastifySessionConfig = { ...rules, store };
   const scopeOptions: RequestScopeOptions = {
