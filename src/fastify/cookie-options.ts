@@ -1,7 +1,10 @@
 /** The Fastify adapter's session cookie: its options, checked once, and its Set-Cookie header. */
 
 export interface FastifySessionCookieOptions {
-  /** Lifetime in milliseconds (cookie Expires, and the stored session's expiry). Default: none, a browser-session cookie whose stored session lives the store's `ttl`. */
+  /**
+   * Lifetime in milliseconds (cookie Expires, and the stored session's expiry). Default: none, a
+   * browser-session cookie whose stored session lives the store's `ttl`.
+   */
   maxAge?: number;
   /** Default `'/'`. */
   path?: string;
