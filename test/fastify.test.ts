@@ -144,10 +144,11 @@ describe('the commit happens before Fastify answers', () => {
     expect(JSON.parse(body)).toEqual({ ok: true });
   });
 
-  test('with a streamed payload the row is visible when the headers arrive', async () => {
+  test('with a streamed payload the row and the session are stored when the headers arrive', async () => {
     const t = await fastifyApp((app) =>
       app.get('/stream', async (req, reply) => {
         await insert(req, 'streamed', 'slow');
+        req.session.streamed = true;
         reply.type('text/plain');
         return reply.send(Readable.from(['first;', 'second;', 'third']));
       }),
@@ -155,10 +156,13 @@ describe('the commit happens before Fastify answers', () => {
 
     const { res, rest } = await rawRequest(t.port, '/stream');
     const atHeaders = await names(ctx, 'slow');
+    const sessionsAtHeaders = (await sessionRows()).map((r) => JSON.parse(r.data));
     const { body, complete } = await rest();
 
     expect(res.statusCode).toBe(200);
+    expect(res.headers['set-cookie']).toHaveLength(1);
     expect(atHeaders).toEqual(['streamed']);
+    expect(sessionsAtHeaders).toEqual([{ streamed: true }]);
     expect(body).toBe('first;second;third');
     expect(complete).toBe(true);
   });
@@ -767,6 +771,16 @@ describe('sessions and the sign-in helpers', () => {
     await slow;
 
     expect(await sessionRows()).toEqual([]);
+  });
+
+  test('saveUninitialized stores and sends an empty session; a secure cookie is not sent over plain HTTP', async () => {
+    const uninitialized = await fastifyApp(routes, { saveUninitialized: true });
+    const res = await request(uninitialized.url).get('/peek');
+    expect(setCookies(res)).toHaveLength(1);
+    expect((await sessionRows()).map((r) => JSON.parse(r.data))).toEqual([{}]);
+
+    const secure = await fastifyApp(routes, { cookie: { secure: true } });
+    expect(setCookies(await request(secure.url).get('/visit'))).toEqual([]);
   });
 
   test('transaction: false gives sessions without request.db', async () => {
