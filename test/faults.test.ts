@@ -19,7 +19,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { Client } from 'pg';
 import { sideQuery, sql, testDialect, serialIdColumn } from './helpers/dialect.js';
 import { eventually, sleep } from './helpers/async.js';
-import { signedValue } from '../src/express/session/cookie.js';
+import { signedValue } from '../src/session-cookie.js';
 
 const POOL_SIZE = 3;
 const CLIENTS = 16;

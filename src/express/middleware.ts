@@ -10,7 +10,7 @@ import { reporter } from '../reporter.js';
 import { forwardAsyncErrors } from './async-errors.js';
 import { equip, hasForeignSession } from './prototypes.js';
 import { ExpressRequestState, type SessionConfig } from './request-state.js';
-import { generateId } from './session/cookie.js';
+import { generateId } from '../session-cookie.js';
 
 const debug = createDebug('typeorm-session:express');
 

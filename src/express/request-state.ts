@@ -4,7 +4,7 @@ import type { TypeormSessionStore } from '../store/store.js';
 import { RequestScope, responseScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
 import { runInFrame } from '../unit-of-work/context.js';
 import { contentOf, EMPTY_CONTENT, newCookie, RequestSession, sessionFrom, type SessionObject, type SessionOwner } from './session/session.js';
-import { cookieHeader, cookieValue, isSecure, signedValue, unsign } from './session/cookie.js';
+import { cookieHeader, cookieValue, isSecure, signedValue, unsign } from '../session-cookie.js';
 import { shouldDestroy, shouldSave, shouldSetCookie, shouldTouch, type SessionFacts } from './session/decisions.js';
 import { DONE, FLOWING, type HoldOwner } from './response-hold.js';
 import { KEEP_COOKIE, type Verdict } from '../unit-of-work/verdict.js';

@@ -4,7 +4,7 @@
  * 24-byte ids.
  */
 import { dirname } from 'node:path';
-import { cookieValue, generateId, signedValue, unsign } from '../../src/express/session/cookie.js';
+import { cookieValue, generateId, signedValue, unsign } from '../../src/session-cookie.js';
 
 const { parse } = require('cookie') as { parse(header: string): Record<string, string> };
 

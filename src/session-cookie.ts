@@ -3,7 +3,8 @@ import type { IncomingMessage } from 'node:http';
 
 /**
  * The session cookie, as express-session writes and reads it, so cookies issued by one are accepted by the
- * other: `s:` + id + `.` + base64 HMAC-SHA256 of the id (padding stripped), URL-encoded in the header.
+ * other: `s:` + id + `.` + base64 HMAC-SHA256 of the id (padding stripped), URL-encoded in the header. Shared
+ * by the Express and Fastify adapters, so a cookie of one is a cookie of the other.
  */
 
 function mac(value: string, secret: string): string {
