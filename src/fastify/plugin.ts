@@ -4,7 +4,7 @@ import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, equipPrototype, requestScope, type RequestScopeOptions } from '../unit-of-work/request-scope.js';
+import { attachScope, equipPrototype, requestScope, requestScopeOptions } from '../unit-of-work/request-scope.js';
 import { bindEmitter } from '../unit-of-work/context.js';
 import { failureBody, type Verdict } from '../unit-of-work/verdict.js';
 import { reporter } from '../reporter.js';
@@ -30,7 +30,6 @@ export interface FastifySessionStoreOptions extends StoreOptions {
 const ownOptionNames = ['secret', 'name', 'cookie', 'rolling', 'saveUninitialized', 'transaction'];
 // What Fastify's register() itself reads from the same object (it passes the object on as it is).
 const registerOptionNames = ['prefix', 'logLevel', 'logSerializers'];
-const alwaysCommit = () => true;
 const cookieNamePattern = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function resolveConfig(options: FastifySessionStoreOptions): Omit<FastifySessionConfig, 'store'> {
@@ -90,15 +89,7 @@ function install(app: FastifyInstance, options: FastifySessionStoreOptions): voi
   }
   const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
   const config: FastifySessionConfig = { ...rules, store };
-  const scopeOptions: RequestScopeOptions = {
-    dataSource: store.dataSource,
-    dialect: store.dialect,
-    transactional: transaction !== undefined,
-    isolationLevel: transaction?.isolationLevel,
-    acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
-    commitOn: transaction?.commitOn ?? alwaysCommit,
-    report: reporter(options.onError, debug),
-  };
+  const scopeOptions = requestScopeOptions(store, transaction, reporter(options.onError, debug));
   const stateOf = (request: FastifyRequest) => requestScope(request.raw) as FastifyRequestState | undefined;
 
   app.decorate('sessionStore', store);
