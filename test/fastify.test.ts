@@ -79,7 +79,8 @@ const txStatements = () =>
     .matching(/^(START TRANSACTION|BEGIN|COMMIT|ROLLBACK)/i)
     .map((q) => (/^BEGIN/i.test(q) ? 'START TRANSACTION' : q));
 const insert = (req: FastifyRequest, name: string, table = 'items') => req.db.query(dialectSql(`INSERT INTO ${table} (name) VALUES ($1)`), [name]);
-const sessionRows = () => ctx.sql<{ data: string; user_id: string | null }>('SELECT data, user_id FROM sessions');
+// Live rows only: a destroyed session stays as a dead row (expires_at negated) until its expiry.
+const sessionRows = () => ctx.sql<{ data: string; user_id: string | null }>('SELECT data, user_id FROM sessions WHERE expires_at > 0');
 const setCookies = (res: { headers: Record<string, unknown> }) => (res.headers['set-cookie'] as string[] | undefined) ?? [];
 
 /** INSERT ... RETURNING id; MySQL has no RETURNING: LAST_INSERT_ID() on the same connection instead. */
