@@ -12,7 +12,14 @@ module.exports = {
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   // The examples and the benchmark apps are PostgreSQL apps: they run in the postgres configurations only.
-  testPathIgnorePatterns: ['/node_modules/', ...(process.env.TEST_DB && process.env.TEST_DB !== 'postgres' ? ['/test/example\\.test\\.ts$', '/test/bench-smoke\\.test\\.ts$'] : [])],
+  testPathIgnorePatterns: [
+    '/node_modules/',
+    ...(process.env.TEST_DB && process.env.TEST_DB !== 'postgres' ? ['/test/example\\.test\\.ts$', '/test/bench-smoke\\.test\\.ts$'] : []),
+    // Several processes on one database: a server's (PostgreSQL, MySQL).
+    ...(process.env.TEST_DB === 'sqlite' ? ['/test/deploy/cluster\\.test\\.ts$'] : []),
+    // PgBouncer's own tests run in the configuration that starts one (TEST_PGBOUNCER; scripts/test.mjs).
+    ...(process.env.TEST_PGBOUNCER ? [] : ['/test/deploy/pgbouncer\\.test\\.ts$']),
+  ],
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
   },
@@ -22,6 +29,11 @@ module.exports = {
     '^typeorm/(.*)$': `${typeorm}/$1`,
     '^express$': express,
     '^koa$': koa,
+    // On a Node major other than the one `npm install` built better-sqlite3 for: that major's own build of
+    // the addon (scripts/node-versions.mjs); the package's JavaScript stays the installed one.
+    ...(process.env.TEST_BETTER_SQLITE3_BINARY
+      ? { '/better-sqlite3/build/Release/better_sqlite3\\.node$': process.env.TEST_BETTER_SQLITE3_BINARY }
+      : {}),
   },
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',

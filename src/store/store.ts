@@ -17,6 +17,7 @@ import {
   bind,
   compileStatements,
   dialectFor,
+  unsupportedTypeMessage,
   isAlreadyExists,
   isMissingTable,
   leaseTableStatement,
@@ -29,6 +30,7 @@ import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
 import { poolExecutor, type Executor, type QueryOutcome } from './executor.js';
+import { storeQueryError } from './query-error.js';
 import { digest, expiryOf, FETCHED, LOADED, logTag, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 
 const debug = createDebug('typeorm-session:store');
@@ -59,12 +61,7 @@ export class TypeormSessionStore extends Store {
     this.options = resolveStoreOptions(options);
     const { dataSource, tableName } = this.options;
     const dialect = dialectFor(String(dataSource.options.type));
-    if (!dialect) {
-      throw new TypeError(
-        `typeorm-session: option "dataSource" uses database type "${dataSource.options.type}", ` +
-          'which is not supported (postgres, cockroachdb, mysql, mariadb, better-sqlite3, sqlite, sqljs are)',
-      );
-    }
+    if (!dialect) throw new TypeError(unsupportedTypeMessage(String(dataSource.options.type)));
     this.dialect = dialect;
     this.tableName = tableName;
     this.statements = compileStatements(dialect, tableName, { prepare: this.options.preparedStatements });
@@ -309,7 +306,7 @@ export class TypeormSessionStore extends Store {
     try {
       return await this.execute(statement, bind(statement, values));
     } catch (cause) {
-      throw new StoreQueryError(`typeorm-session: session ${operation} failed`, { cause });
+      throw storeQueryError(this.dialect, operation, statement, cause);
     }
   }
 
@@ -565,9 +562,7 @@ export class TypeormSessionStore extends Store {
       }
       return await this.execute(statement, parameters);
     } catch (cause) {
-      const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
-        cause: scope ? scope.causeOf(cause) : cause,
-      });
+      const error = storeQueryError(this.dialect, operation, statement, scope ? scope.causeOf(cause) : cause);
       if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
       throw error;
     }
