@@ -98,6 +98,9 @@ function jest({ label: name, env, args, node }) {
   const out = join(tmpdir(), `typeorm-session-jest-${process.pid}-${passed + failed}.json`);
   const childEnv = { ...process.env, ...env };
   if (childEnv.DATABASE_URL === '') delete childEnv.DATABASE_URL;
+  // TEST_PGBOUNCER turns on the PgBouncer configuration only: set in the jest run of any other, it would put
+  // PgBouncer in front of that configuration's database too.
+  if (!env.TEST_PGBOUNCER) delete childEnv.TEST_PGBOUNCER;
   let binary;
   try {
     binary = nodeBinary(node);

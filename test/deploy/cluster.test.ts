@@ -31,9 +31,16 @@ function call(port: number, method: string, path: string, cookie?: string): Prom
       (res) => {
         let text = '';
         res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : null, cookie: res.headers['set-cookie']?.[0]?.split(';')[0] }),
-        );
+        res.on('end', () => {
+          // An error page is text: kept as it is, so the assertion on the body shows it.
+          let body: unknown = text;
+          try {
+            body = text ? JSON.parse(text) : null;
+          } catch {
+            // not JSON
+          }
+          resolve({ status: res.statusCode ?? 0, body, cookie: res.headers['set-cookie']?.[0]?.split(';')[0] });
+        });
       },
     );
     req.on('error', reject);
