@@ -24,6 +24,10 @@ module.exports = {
     ...(postgres ? [] : ['/test/example\\.test\\.ts$', '/test/browser\\.test\\.ts$', '/test/bench-smoke\\.test\\.ts$']),
     ...(postgres && ((!findChromium() && !isCI()) || process.env.TEST_BROWSER === '0') ? ['/test/browser\\.test\\.ts$'] : []),
     ...(process.env.TEST_DB === 'sqlite' || process.env.TYPEORM_VERSION === '0.3' ? ['/test/faults\\.test\\.ts$'] : []),
+    // Several processes on one database: a server's (PostgreSQL, MySQL).
+    ...(process.env.TEST_DB === 'sqlite' ? ['/test/deploy/cluster\\.test\\.ts$'] : []),
+    // PgBouncer's own tests run in the configuration that starts one (TEST_PGBOUNCER; scripts/test.mjs).
+    ...(process.env.TEST_PGBOUNCER ? [] : ['/test/deploy/pgbouncer\\.test\\.ts$']),
   ],
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
@@ -34,6 +38,11 @@ module.exports = {
     '^typeorm/(.*)$': `${typeorm}/$1`,
     '^express$': express,
     '^koa$': koa,
+    // On a Node major other than the one `npm install` built better-sqlite3 for: that major's own build of
+    // the addon (scripts/node-versions.mjs); the package's JavaScript stays the installed one.
+    ...(process.env.TEST_BETTER_SQLITE3_BINARY
+      ? { '/better-sqlite3/build/Release/better_sqlite3\\.node$': process.env.TEST_BETTER_SQLITE3_BINARY }
+      : {}),
   },
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',

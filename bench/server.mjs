@@ -107,6 +107,26 @@ export async function buildApp(store, url) {
       cleanup.push(() => own.destroy());
       break;
     }
+    case 'redis': {
+      // As connect-redis's README: a node-redis client, connected before use. Keys under a prefix of this
+      // process's own, deleted at close, so a run leaves nothing in a shared Redis.
+      const { createClient } = await import('redis');
+      const { RedisStore } = await import('connect-redis');
+      const { redisUrl } = await import('./redis.mjs');
+      const client = createClient({ url: redisUrl() });
+      client.on('error', (err) => {
+        counters.errors++;
+        counters.lastError = String(err?.stack ?? err);
+      });
+      await client.connect();
+      const prefix = `tsess-bench-${process.pid}:`;
+      app.use(session({ ...sessionOptions, store: new RedisStore({ client, prefix }) }));
+      cleanup.push(async () => {
+        for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) if (keys.length) await client.del(keys);
+        await client.quit();
+      });
+      break;
+    }
     case 'floor': {
       const { FloorStore } = await import('./floor-store.mjs');
       const table = stores[store].table;

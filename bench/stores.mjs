@@ -3,6 +3,8 @@ export const stores = {
   memory: { label: 'express-session MemoryStore', table: null },
   'pg-simple': { label: 'connect-pg-simple 10', table: 'session_pg_simple' },
   'connect-typeorm': { label: 'connect-typeorm 2.0', table: 'session_connect_typeorm' },
+  // What many would pick instead of an SQL store: sessions in Redis (REDIS_URL, or 127.0.0.1:6379).
+  redis: { label: 'connect-redis 9 (Redis)', table: null },
   floor: { label: 'floor (pg named prepared statements)', table: 'session_floor' },
   'ours-store': { label: 'ours: TypeormSessionStore + express-session', table: 'sessions' },
   ours: { label: 'ours: sessionStore() (transaction on)', table: 'sessions' },

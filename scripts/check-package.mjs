@@ -1,6 +1,6 @@
 // Packs the package as npm would publish it, then checks the tarball: @arethetypeswrong/cli for the exports
 // map and types, and a real require() and import() of the unpacked package that must expose the same names.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, symlinkSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -13,8 +13,29 @@ try {
   }).trim().split('\n').pop();
   const tgz = join(work, tarball);
 
-  execFileSync(process.execPath, [join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', tgz,
-    '--profile', 'node16', '--format', 'table-flipped'], { stdio: 'inherit' });
+  // attw's JSON, summed up here: its table marks the node10 column (TypeScript's legacy moduleResolution
+  // "node", which ignores "exports" and so cannot reach ./koa) with skulls even though the node16 profile
+  // ignores it, which reads as a failure in a passing run.
+  const attw = spawnSync(process.execPath, [join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'), '--pack', tgz,
+    '--profile', 'node16', '--format', 'json'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  let analysis;
+  try {
+    analysis = JSON.parse(attw.stdout).analysis;
+  } catch {
+    process.stderr.write(attw.stdout + attw.stderr);
+    throw new Error(`@arethetypeswrong/cli printed no analysis (exit ${attw.status})`);
+  }
+  const ignored = new Set(['node10']);
+  const problems = analysis.problems.filter((p) => !ignored.has(p.resolutionKind));
+  const entrypoints = Object.keys(analysis.entrypoints);
+  if (attw.status !== 0 || problems.length) {
+    for (const p of problems) process.stderr.write(`attw: ${p.kind} at ${p.entrypoint ?? '?'} (${p.resolutionKind ?? 'all resolutions'})\n`);
+    throw new Error(`@arethetypeswrong/cli found ${problems.length} problem(s) (exit ${attw.status})`);
+  }
+  process.stdout.write(
+    `types ok (@arethetypeswrong/cli, node16 profile): ${entrypoints.join(', ')} resolve to typed CJS and ESM under ` +
+      `node16 and to types under bundler resolution; node10 resolution, which ignores "exports", is not supported\n`,
+  );
 
   const app = join(work, 'app');
   const installed = join(app, 'node_modules', 'typeorm-session');

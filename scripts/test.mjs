@@ -9,14 +9,23 @@
 //   mysql     typeorm 1.x  express 5  koa 3    when MYSQL_URL is set (CI sets it; unreachable = failure)
 //   mysql     typeorm 0.3  express 4  koa 2    when MYSQL_URL is set
 //   embedded PostgreSQL 18, typeorm 1.x        when DATABASE_URL is set too (CI), so both servers are covered
+//   the Express suite through PgBouncer        when TEST_PGBOUNCER names pgbouncer's binary (CI sets it)
 // PostgreSQL is DATABASE_URL, or an embedded PostgreSQL 18 the test setup starts when it is unset.
 // TEST_MATRIX=quick runs only the first configuration. The browser suite (test/browser.test.ts) runs in the
 // first configuration only (TEST_BROWSER=0 leaves it out of the others).
+//
+// Node: the configurations run on the Node running this script, or on the majors TEST_NODE names
+// (TEST_NODE=24, TEST_NODE=22,26), installed on first use (scripts/node-versions.mjs). TEST_EXTRA_NODES
+// (CI: 22,24,26) adds, for each major it names, the first configuration after the whole matrix on this
+// Node: PostgreSQL, with the Express and Koa suites (in every configuration) and the :memory: SQLite test,
+// which loads better-sqlite3 built for that major. Only the first: CI's time goes to the matrix on one Node,
+// and what differs by Node (the async context, the addon) is all in that one.
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import chromium from './chromium.cjs';
+import { currentMajor, nodeBinary, sqliteAddonFor, versionOf } from './node-versions.mjs';
 
 const { findChromium, isCI, missingChromiumMessage } = chromium;
 
@@ -27,7 +36,7 @@ const modern = { TYPEORM_VERSION: '1', EXPRESS_VERSION: '5', KOA_VERSION: '3' };
 const older = { TYPEORM_VERSION: '0.3', EXPRESS_VERSION: '4', KOA_VERSION: '2' };
 const inBand = ['--runInBand', '--detectOpenHandles'];
 
-const configurations = [
+const baseConfigurations = [
   { label: 'postgres, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern }, args: [] },
   { label: 'postgres, typeorm 0.3, express 4, koa 2 (--detectOpenHandles)', env: { TEST_DB: 'postgres', ...older, TEST_BROWSER: '0' }, args: inBand },
   { label: 'sqlite, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'sqlite', ...modern }, args: [] },
@@ -41,7 +50,37 @@ const configurations = [
   ...(process.env.DATABASE_URL
     ? [{ label: 'embedded postgres 18, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern, DATABASE_URL: '', TEST_BROWSER: '0' }, args: [] }]
     : []),
+  ...(process.env.TEST_PGBOUNCER
+    ? [
+        {
+          label: 'postgres through PgBouncer (transaction mode), express suite, typeorm 1.x, express 5',
+          env: { TEST_DB: 'postgres', ...modern, TEST_PGBOUNCER: process.env.TEST_PGBOUNCER },
+          args: ['test/express', 'test/deploy/pgbouncer'],
+        },
+      ]
+    : []),
 ];
+
+const majors = (value) =>
+  String(value ?? '')
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean)
+    .map((v) => {
+      const major = Number(v);
+      if (!Number.isInteger(major) || major < 20) throw new Error(`TEST_NODE / TEST_EXTRA_NODES: "${v}" is not a Node major >= 20`);
+      return major;
+    });
+const mainNodes = process.env.TEST_NODE ? majors(process.env.TEST_NODE) : [currentMajor()];
+const quick = process.env.TEST_MATRIX === 'quick';
+const configurations = mainNodes.flatMap((node) => (quick ? baseConfigurations.slice(0, 1) : baseConfigurations).map((c) => ({ ...c, node })));
+if (!quick) {
+  for (const node of majors(process.env.TEST_EXTRA_NODES)) {
+    if (mainNodes.includes(node)) continue;
+    // The browser suite exercises the examples in Chromium, the same on every Node: once is enough.
+    configurations.push({ ...baseConfigurations[0], env: { ...baseConfigurations[0].env, TEST_BROWSER: '0' }, node });
+  }
+}
 
 function run(label, command, args, options = {}) {
   process.stdout.write(`\n== ${label}\n`);
@@ -60,11 +99,25 @@ function step(label, command, args, options) {
   return result;
 }
 
-function jest({ label, env, args }) {
+function jest({ label: name, env, args, node }) {
   const out = join(tmpdir(), `typeorm-session-jest-${process.pid}-${passed + failed}.json`);
   const childEnv = { ...process.env, ...env };
   if (childEnv.DATABASE_URL === '') delete childEnv.DATABASE_URL;
-  const result = run(`jest: ${label}`, process.execPath, [
+  // TEST_PGBOUNCER turns on the PgBouncer configuration only: set in the jest run of any other, it would put
+  // PgBouncer in front of that configuration's database too.
+  if (!env.TEST_PGBOUNCER) delete childEnv.TEST_PGBOUNCER;
+  let binary;
+  try {
+    binary = nodeBinary(node);
+    const addon = sqliteAddonFor(node, process.cwd());
+    if (addon) childEnv.TEST_BETTER_SQLITE3_BINARY = addon;
+  } catch (err) {
+    failed++;
+    failures.push(`node ${node}, ${name}: ${err.message}`);
+    return;
+  }
+  const label = `node ${versionOf(binary)}, ${name}`;
+  const result = run(`jest: ${label}`, binary, [
     'node_modules/jest/bin/jest.js', '--json', `--outputFile=${out}`, ...args, ...process.argv.slice(2),
   ], { env: childEnv, capture: true, maxBuffer: 1 << 30 });
   let report;
@@ -97,9 +150,7 @@ function jest({ label, env, args }) {
 step('build', process.execPath, ['scripts/build.mjs']);
 step('no import cycle in src', process.execPath, ['scripts/check-cycles.mjs']);
 step('type-check src, tests and examples', process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/tsconfig.json', '--noEmit']);
-for (const configuration of process.env.TEST_MATRIX === 'quick' ? configurations.slice(0, 1) : configurations) {
-  jest(configuration);
-}
+for (const configuration of configurations) jest(configuration);
 if (existsSync('dist/cjs/index.js')) step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
 
 // jest.config.cjs leaves the browser suite out when there is no Chromium (outside CI); say so plainly.

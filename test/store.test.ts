@@ -412,6 +412,17 @@ describe('options', () => {
     expect(() => newStore({ preparedStatements: 'no' as any })).toThrow(/option "preparedStatements"/);
   });
 
+  test('a cockroachdb DataSource is refused at construction, naming the option and the reason', async () => {
+    const { DataSource } = await import('typeorm');
+    // Never initialized: the type alone decides, before any connection.
+    const cockroach = new DataSource({ type: 'cockroachdb', url: 'postgres://root@127.0.0.1:1/defaultdb' } as never);
+    expect(() => new TypeormSessionStore({ dataSource: cockroach })).toThrow(TypeError);
+    expect(() => new TypeormSessionStore({ dataSource: cockroach })).toThrow(/option "dataSource" .*"cockroachdb".*SAVEPOINT cockroach_restart/);
+    // Another type without a dialect gets the list of those that have one.
+    const mssql = { options: { type: 'mssql' }, createQueryRunner: () => undefined } as never;
+    expect(() => new TypeormSessionStore({ dataSource: mssql })).toThrow(/option "dataSource" uses database type "mssql", which is not supported \(postgres, mysql/);
+  });
+
   if (onlyOn('postgres')) {
     /** The names of the prepared statements on the one connection of a pool of one. */
     async function preparedOn(options: { preparedStatements?: boolean }): Promise<string[]> {
@@ -432,6 +443,34 @@ describe('options', () => {
       // get and the upsert of a new session.
       expect(await preparedOn({})).toHaveLength(2);
       expect(await preparedOn({ preparedStatements: false })).toEqual([]);
+    });
+
+    test('PostgreSQL: a prepared statement the server lost fails with an error naming preparedStatements: false', async () => {
+      // What a pooler in transaction mode does (PgBouncer 1.18, Debian 12's): the next statement of this
+      // client runs on a server connection that never saw its Parse. DEALLOCATE ALL on the pool's one
+      // connection makes the same state without a pooler (test/deploy/pgbouncer.test.ts shows it with one).
+      const single = await openDataSource(db.url, { poolSize: 1 } as never);
+      try {
+        const pool = (single.driver as unknown as { master: { query(text: string): Promise<unknown> } }).master;
+        const named = new TypeormSessionStore({ dataSource: single, tableName: `s_${++tableCounter}`, now, pruneInterval: false });
+        await named.set('p', session({ n: 1 }));
+        expect(await named.get('p')).toMatchObject({ n: 1 });
+        await pool.query('DEALLOCATE ALL');
+        const err = await named.get('p').then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(StoreQueryError);
+        expect((err as Error).message).toMatch(/session get failed: .*set the store option `preparedStatements: false`/);
+        expect((err as { cause?: { driverError?: { code?: string } } }).cause?.driverError?.code).toBe('26000');
+
+        const unnamed = new TypeormSessionStore({ dataSource: single, tableName: named.tableName, now, pruneInterval: false, preparedStatements: false });
+        await unnamed.set('q', session({ n: 2 }));
+        await pool.query('DEALLOCATE ALL');
+        expect(await unnamed.get('q')).toMatchObject({ n: 2 });
+      } finally {
+        await single.destroy();
+      }
     });
 
     test('PostgreSQL: a prepared statement keeps working after its table is dropped and made again', async () => {

@@ -131,7 +131,6 @@ export function objectNames(table: string) {
 export function dialectFor(type: string): DialectName | undefined {
   switch (type) {
     case 'postgres':
-    case 'cockroachdb':
       return 'postgres';
     case 'mysql':
     case 'mariadb':
@@ -143,6 +142,28 @@ export function dialectFor(type: string): DialectName | undefined {
     default:
       return undefined;
   }
+}
+
+/** Why the store refuses a DataSource of `type` (one dialectFor() maps to no dialect). */
+export function unsupportedTypeMessage(type: string): string {
+  if (type === 'cockroachdb') {
+    // TypeORM's CockroachQueryRunner answers a 40001 inside a transaction by ROLLBACK TO SAVEPOINT
+    // cockroach_restart and replaying the statements it recorded, both set up by its own
+    // startTransaction(). The request transaction is begun by this library instead, so that savepoint
+    // does not exist: the retry would fail with "savepoint does not exist" in place of the 40001. Creating
+    // the savepoint would not do either: the replay re-runs the handler's statements without the handler,
+    // whose decisions rested on what the first run read.
+    return (
+      'typeorm-session: option "dataSource" uses database type "cockroachdb", which is not supported: TypeORM\'s ' +
+      'CockroachDB driver retries a serialization failure (40001) from a SAVEPOINT cockroach_restart that only its own ' +
+      'startTransaction() creates, and the request transaction here is begun by this library, so the retry would fail ' +
+      'and hide the 40001. See README, "CockroachDB and YugabyteDB".'
+    );
+  }
+  return (
+    `typeorm-session: option "dataSource" uses database type "${type}", ` +
+    'which is not supported (postgres, mysql, mariadb, better-sqlite3, sqlite, sqljs are)'
+  );
 }
 
 /** The statements that create the table and its indexes, in order. */
@@ -376,6 +397,16 @@ export function isAlreadyExists(dialect: DialectName, err: unknown): boolean {
   return /already exists/i.test(message(err));
 }
 
+/**
+ * A named prepared statement the connection believed it had was not on the server (26000), or one it
+ * believed new was there already (42P05): what a pooler that hands each transaction to another server
+ * connection does to them (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+ */
+export function isLostPreparedStatement(dialect: DialectName, err: unknown): boolean {
+  const code = driverCode(err);
+  return dialect === 'postgres' && (code === '26000' || code === '42P05');
+}
+
 /** Isolation levels every supported database accepts in some form. */
 export type IsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE';
 
@@ -401,7 +432,7 @@ export function savepointStatements(name: string) {
 
 /**
  * The transaction lost to a concurrent one and nothing of it was kept: a serialization failure (40001, the
- * everyday case on CockroachDB and YugabyteDB, which run SERIALIZABLE), a deadlock victim, or SQLite's
+ * everyday case under SERIALIZABLE and REPEATABLE READ, and on YugabyteDB's snapshot isolation), a deadlock victim, or SQLite's
  * busy lock. Running the same work again is the remedy.
  */
 export function isRetryable(dialect: DialectName, err: unknown): boolean {

@@ -17,6 +17,7 @@ import {
   bind,
   compileStatements,
   dialectFor,
+  unsupportedTypeMessage,
   isAlreadyExists,
   isMissingTable,
   leaseTableStatement,
@@ -34,6 +35,7 @@ import { reporter } from '../reporter.js';
 import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, showExpiryInForce, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
 import { SessionCipher } from './encryption.js';
 import { inShortTransaction } from './short-transaction.js';
+import { storeQueryError } from './query-error.js';
 
 const debug = createDebug('typeorm-session:store');
 
@@ -66,12 +68,7 @@ export class TypeormSessionStore extends Store {
     this.report = reporter(this.options.onError, debug);
     const { dataSource, tableName } = this.options;
     const dialect = dialectFor(String(dataSource.options.type));
-    if (!dialect) {
-      throw new TypeError(
-        `typeorm-session: option "dataSource" uses database type "${dataSource.options.type}", ` +
-          'which is not supported (postgres, cockroachdb, mysql, mariadb, better-sqlite3, sqlite, sqljs are)',
-      );
-    }
+    if (!dialect) throw new TypeError(unsupportedTypeMessage(String(dataSource.options.type)));
     this.dialect = dialect;
     this.tableName = tableName;
     this.statements = compileStatements(dialect, tableName, { prepare: this.options.preparedStatements });
@@ -337,7 +334,7 @@ export class TypeormSessionStore extends Store {
     try {
       return await this.execute(statement, bind(statement, values));
     } catch (cause) {
-      throw new StoreQueryError(`typeorm-session: session ${operation} failed`, { cause });
+      throw storeQueryError(this.dialect, operation, statement, cause);
     }
   }
 
@@ -645,9 +642,7 @@ export class TypeormSessionStore extends Store {
       }
       return await this.execute(statement, parameters);
     } catch (cause) {
-      const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
-        cause: scope ? scope.causeOf(cause) : cause,
-      });
+      const error = storeQueryError(this.dialect, operation, statement, scope ? scope.causeOf(cause) : cause);
       if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
       throw error;
     }

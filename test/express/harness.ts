@@ -9,7 +9,7 @@ import type { DataSource, DataSourceOptions } from 'typeorm';
 import express from 'express';
 import { sessionStore, type SessionStoreOptions, type SessionStoreMiddleware } from '../../src/index.js';
 import { withTurn } from '../../src/dialects/sqlite.js';
-import { createTestDatabase, openDataSource, QueryLog, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, openDataSource, QueryLog, throughPgBouncer, type TestDatabase } from '../helpers/database.js';
 import { openTransactions, poolState, sideQuery, sql, testDialect } from '../helpers/dialect.js';
 import { serialIdColumn } from '../helpers/dialect.js';
 import { destroyFully } from '../helpers/pool.js';
@@ -56,7 +56,9 @@ export function useDatabase(schema: string[], tables: string[] = [], mainOptions
   ctx.sql = (text, params = []) => sideQuery(ctx.db.url, text, params);
   ctx.app = (routes, options = {}, dataSource = ctx.ds) => {
     const app = express();
-    const middleware = sessionStore({ dataSource, secret: 'test-secret', ...options });
+    // Through PgBouncer in transaction mode, the documented setting (README, "PgBouncer").
+    const pooler = throughPgBouncer() ? { preparedStatements: false } : {};
+    const middleware = sessionStore({ dataSource, secret: 'test-secret', ...pooler, ...options });
     middlewares.push(middleware);
     app.locals.sessionStore = middleware;
     app.use(middleware);

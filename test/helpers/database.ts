@@ -19,6 +19,9 @@ export async function admin<T>(work: (client: Client) => Promise<T>, url = admin
   }
 }
 
+/** Whether this run reaches PostgreSQL through PgBouncer in transaction mode (TEST_PGBOUNCER). */
+export const throughPgBouncer = () => Boolean(process.env.TEST_PGBOUNCER_PORT);
+
 /** A fresh database per test file, so parallel files never see each other's tables or connections. */
 export interface TestDatabase {
   name: string;
@@ -32,6 +35,13 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   await admin((c) => c.query(`CREATE DATABASE ${name}`));
   const url = new URL(adminUrl());
   url.pathname = `/${name}`;
+  // The PgBouncer configuration: the test reaches its database through PgBouncer; admin work stays direct.
+  const bouncerPort = process.env.TEST_PGBOUNCER_PORT;
+  if (bouncerPort) {
+    url.hostname = '127.0.0.1';
+    url.port = bouncerPort;
+    url.password = '';
+  }
   return {
     name,
     url: url.toString(),

@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { Client } from 'pg';
 // No .js suffix: jest's global setup is loaded without the suite's moduleNameMapper.
 import { mysqlAdmin, mysqlUrl, testDialect } from './dialect';
+import { startPgBouncer } from './pgbouncer';
 
 // Uses DATABASE_URL when set (CI: the machine's PostgreSQL); otherwise starts an embedded real PostgreSQL,
 // so `npm install && npm test` needs no database server. Either way the server must answer, or the run fails.
@@ -60,5 +61,11 @@ export default async function globalSetup(): Promise<void> {
     throw new Error(`The test database at DATABASE_URL is unreachable: ${(err as Error).message}`, { cause: err });
   } finally {
     await client.end().catch(() => undefined);
+  }
+  if (process.env.TEST_PGBOUNCER) {
+    // The PgBouncer configuration: each test file's database is reached through it (test/helpers/database.ts).
+    const bouncer = await startPgBouncer(process.env.TEST_PGBOUNCER, process.env.DATABASE_URL, await freePort());
+    (globalThis as { __pgbouncer?: unknown }).__pgbouncer = bouncer;
+    process.env.TEST_PGBOUNCER_PORT = String(bouncer.port);
   }
 }
