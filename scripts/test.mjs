@@ -100,7 +100,10 @@ step('type-check src, tests and examples', process.execPath, ['node_modules/type
 for (const configuration of process.env.TEST_MATRIX === 'quick' ? configurations.slice(0, 1) : configurations) {
   jest(configuration);
 }
-if (existsSync('dist/cjs/index.js')) step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
+if (existsSync('dist/cjs/index.js')) {
+  step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
+  step('README code blocks compile after README\'s install lines (strict, ESM and CommonJS)', process.execPath, ['scripts/check-readme.mjs']);
+}
 
 // jest.config.cjs leaves the browser suite out when there is no Chromium (outside CI); say so plainly.
 if (!findChromium() && !isCI()) process.stdout.write(`\n${missingChromiumMessage()}\n`);
