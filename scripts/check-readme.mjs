@@ -5,7 +5,8 @@
 //
 // All blocks are files of one program, as the modules of one app are: a declaration merge shown in one
 // block (`declare module 'express-session'`) holds in the others. Names a fragment uses without declaring
-// them come from scripts/readme-prelude.d.ts (see README, "Development").
+// them come from scripts/readme-prelude.d.ts (see README, "Development"). scripts/readme-types.ts, compiled
+// with them, fails when req.db, req.session or ctx.db is `any` (the blocks alone would still compile).
 //
 // The installed tree is kept under the OS temp dir, keyed by the install lines and this package's own
 // dependencies, so later runs only swap in the freshly packed package.
@@ -79,12 +80,14 @@ function compile(tsc, dir) {
     if (/^\S.*error TS\d+/.test(line)) errors.push(line);
     else if (line.trim() && errors.length) errors[errors.length - 1] += `\n${line}`;
   }
-  const foreign = (error) => /node_modules\//.test(error.split('(')[0]) && !error.includes(`node_modules/${pkg.name}/`);
+  const foreign = (error) => {
+    const file = /^(.*?)\(\d+,\d+\): error/.exec(error)?.[1] ?? '';
+    return file.includes('node_modules/') && !file.includes(`node_modules/${pkg.name}/`);
+  };
   // readme-L0060.ts(3,5) -> README.md:62:5, so an error points at the README line to fix.
-  const mapped = errors.map((e) =>
-    e.replace(/readme-L(\d+)\.ts\((\d+),(\d+)\)/g, (_, start, line, col) => `README.md:${Number(start) + Number(line) - 1}:${col}`),
-  );
-  return { ours: mapped.filter((e) => !foreign(e)), theirs: mapped.filter(foreign) };
+  const toReadme = (error) =>
+    error.replace(/readme-L(\d+)\.ts\((\d+),(\d+)\)/g, (_, start, line, col) => `README.md:${Number(start) + Number(line) - 1}:${col}`);
+  return { ours: errors.filter((e) => !foreign(e)).map(toReadme), theirs: errors.filter(foreign) };
 }
 
 const blocks = codeBlocks(readme);
@@ -135,6 +138,7 @@ try {
   const tsc = join(app, 'node_modules', 'typescript', 'bin', 'tsc');
   if (!existsSync(tsc)) throw new Error('README "Install" lines do not install typescript: the blocks cannot be compiled as a user would');
   const prelude = readFileSync(join(root, 'scripts', 'readme-prelude.d.ts'), 'utf8');
+  const typeChecks = readFileSync(join(root, 'scripts', 'readme-types.ts'), 'utf8');
   let failures = 0;
   for (const type of ['module', 'commonjs']) {
     const dir = join(app, `check-${type}`);
@@ -142,6 +146,7 @@ try {
     mkdirSync(dir);
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ type }) + '\n');
     writeFileSync(join(dir, 'readme-prelude.d.ts'), prelude);
+    writeFileSync(join(dir, 'readme-types.ts'), typeChecks);
     const files = sources.map((b) => {
       const name = `readme-L${String(b.line).padStart(4, '0')}.ts`;
       // `export {}` makes every block a module, as a file of an app is, whatever it imports.
@@ -160,7 +165,7 @@ try {
           skipLibCheck: false,
           types: ['node'],
         },
-        files: ['readme-prelude.d.ts', ...files],
+        files: ['readme-prelude.d.ts', 'readme-types.ts', ...files],
       }, null, 2) + '\n',
     );
     const label = type === 'module' ? 'ESM' : 'CommonJS';
