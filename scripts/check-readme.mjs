@@ -120,10 +120,15 @@ try {
     writeFileSync(join(fresh, 'package.json'), JSON.stringify({ name: 'readme-check', version: '1.0.0', private: true }) + '\n');
     const saved = join(fresh, tarball);
     copyFileSync(tgz, saved);
-    for (const args of commands) {
-      const argv = args.map((arg) => (arg === pkg.name ? saved : arg));
-      console.log(`readme: npm ${args.join(' ')}`);
-      npm(argv, fresh);
+    try {
+      for (const args of commands) {
+        const argv = args.map((arg) => (arg === pkg.name ? saved : arg));
+        console.log(`readme: npm ${args.join(' ')}`);
+        npm(argv, fresh);
+      }
+    } catch (error) {
+      rmSync(fresh, { recursive: true, force: true });
+      throw new Error('readme: the README\'s install lines failed (is the npm registry reachable?); nothing was checked', { cause: error });
     }
     writeFileSync(join(fresh, '.installed'), commands.map((c) => `npm ${c.join(' ')}`).join('\n') + '\n');
     try {
@@ -149,8 +154,10 @@ try {
     writeFileSync(join(dir, 'readme-types.ts'), typeChecks);
     const files = sources.map((b) => {
       const name = `readme-L${String(b.line).padStart(4, '0')}.ts`;
-      // `export {}` makes every block a module, as a file of an app is, whatever it imports.
-      writeFileSync(join(dir, name), `${b.code}\nexport {};\n`);
+      // `export {}` makes a block a module, as a file of an app is, whatever it imports. A block with a
+      // `declare module` stays exactly as written: whether it is a module changes what that declaration
+      // means (an augmentation or an ambient module), and a user pastes it as it is.
+      writeFileSync(join(dir, name), /^declare module /m.test(b.code) ? `${b.code}\n` : `${b.code}\nexport {};\n`);
       return name;
     });
     writeFileSync(
