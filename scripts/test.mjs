@@ -151,7 +151,10 @@ step('build', process.execPath, ['scripts/build.mjs']);
 step('no import cycle in src', process.execPath, ['scripts/check-cycles.mjs']);
 step('type-check src, tests and examples', process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/tsconfig.json', '--noEmit']);
 for (const configuration of configurations) jest(configuration);
-if (existsSync('dist/cjs/index.js')) step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
+if (existsSync('dist/cjs/index.js')) {
+  step('packed package: exports, types, ESM and CommonJS', process.execPath, ['scripts/check-package.mjs']);
+  step('README code blocks compile after README\'s install lines (strict, ESM and CommonJS)', process.execPath, ['scripts/check-readme.mjs']);
+}
 
 // jest.config.cjs leaves the browser suite out when there is no Chromium (outside CI); say so plainly.
 if (!findChromium() && !isCI()) process.stdout.write(`\n${missingChromiumMessage()}\n`);
