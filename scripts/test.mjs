@@ -17,9 +17,8 @@
 // Node: the configurations run on the Node running this script, or on the majors TEST_NODE names
 // (TEST_NODE=24, TEST_NODE=22,26), installed on first use (scripts/node-versions.mjs). TEST_EXTRA_NODES
 // (CI: 22,24,26) adds, for each major it names, the first configuration after the whole matrix on this
-// Node: PostgreSQL, with the Express and Koa suites (in every configuration) and the :memory: SQLite test,
-// which loads better-sqlite3 built for that major. Only the first: CI's time goes to the matrix on one Node,
-// and what differs by Node (the async context, the addon) is all in that one.
+// Node, with the suites whose behaviour can differ by Node (EXTRA_NODE_SUITES): the Express, Koa and Fastify
+// suites, the :memory: SQLite test (better-sqlite3 built for that major) and the fault suite.
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,6 +34,8 @@ const failures = [];
 const modern = { TYPEORM_VERSION: '1', EXPRESS_VERSION: '5', KOA_VERSION: '3' };
 const older = { TYPEORM_VERSION: '0.3', EXPRESS_VERSION: '4', KOA_VERSION: '2' };
 const inBand = ['--runInBand', '--detectOpenHandles'];
+
+const EXTRA_NODE_SUITES = ['test/express', 'test/koa.test.ts', 'test/fastify.test.ts', 'test/sqlite-memory.test.ts', 'test/faults.test.ts'];
 
 const baseConfigurations = [
   { label: 'postgres, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern }, args: [] },
@@ -77,8 +78,10 @@ const configurations = mainNodes.flatMap((node) => (quick ? baseConfigurations.s
 if (!quick) {
   for (const node of majors(process.env.TEST_EXTRA_NODES)) {
     if (mainNodes.includes(node)) continue;
-    // The browser suite exercises the examples in Chromium, the same on every Node: once is enough.
-    configurations.push({ ...baseConfigurations[0], env: { ...baseConfigurations[0].env, TEST_BROWSER: '0' }, node });
+    // What can differ by Node: the async context (the adapters' suites), the addon (:memory: SQLite) and the
+    // driver's socket handling (the fault suite). The rest of the matrix is the same code on every Node, and
+    // CI's time is better spent once.
+    configurations.push({ ...baseConfigurations[0], label: `${baseConfigurations[0].label}: adapters, faults, SQLite addon`, args: EXTRA_NODE_SUITES, node });
   }
 }
 
