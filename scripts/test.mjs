@@ -35,7 +35,13 @@ const modern = { TYPEORM_VERSION: '1', EXPRESS_VERSION: '5', KOA_VERSION: '3' };
 const older = { TYPEORM_VERSION: '0.3', EXPRESS_VERSION: '4', KOA_VERSION: '2' };
 const inBand = ['--runInBand', '--detectOpenHandles'];
 
-const EXTRA_NODE_SUITES = ['test/express', 'test/koa.test.ts', 'test/fastify.test.ts', 'test/sqlite-memory.test.ts', 'test/faults.test.ts'];
+// The adapters' request scopes (AsyncLocalStorage), not express-session's cookie rules (compat, cookie), which
+// are plain JavaScript.
+const EXTRA_NODE_SUITES = [
+  'test/express/transaction.test.ts', 'test/express/scope.test.ts', 'test/express/streaming.test.ts',
+  'test/express/failures.test.ts', 'test/express/setup.test.ts', 'test/express/request-registry.test.ts',
+  'test/koa.test.ts', 'test/fastify.test.ts', 'test/sqlite-memory.test.ts', 'test/faults.test.ts',
+];
 
 const baseConfigurations = [
   { label: 'postgres, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern }, args: [] },
