@@ -37,6 +37,10 @@ const inBand = ['--runInBand', '--detectOpenHandles'];
 
 // The adapters' request scopes (AsyncLocalStorage), not express-session's cookie rules (compat, cookie), which
 // are plain JavaScript.
+// A configuration still running after this is stopped and fails: jest waits for every handle a test left
+// open, and a leaked connection would otherwise hold CI until its own limit.
+const CONFIGURATION_TIMEOUT_MS = 25 * 60_000;
+
 const EXTRA_NODE_SUITES = [
   'test/express/transaction.test.ts', 'test/express/scope.test.ts', 'test/express/streaming.test.ts',
   'test/express/failures.test.ts', 'test/express/setup.test.ts', 'test/express/request-registry.test.ts',
@@ -128,7 +132,11 @@ function jest({ label: name, env, args, node }) {
   const label = `node ${versionOf(binary)}, ${name}`;
   const result = run(`jest: ${label}`, binary, [
     'node_modules/jest/bin/jest.js', '--json', `--outputFile=${out}`, ...args, ...process.argv.slice(2),
-  ], { env: childEnv, capture: true, maxBuffer: 1 << 30 });
+  ], { env: childEnv, capture: true, maxBuffer: 1 << 30, timeout: CONFIGURATION_TIMEOUT_MS, killSignal: 'SIGKILL' });
+  if (result.error?.code === 'ETIMEDOUT') {
+    failed++;
+    failures.push(`${label}: still running after ${CONFIGURATION_TIMEOUT_MS / 60_000} minutes (a test left a handle open?)`);
+  }
   let report;
   try {
     report = JSON.parse(readFileSync(out, 'utf8'));
