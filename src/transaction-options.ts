@@ -1,4 +1,4 @@
-import type { IsolationLevel } from './store/sql.js';
+import type { IsolationLevel } from './dialects/index.js';
 
 /** The request transaction's options: `transaction` in sessionStore() and koaSessionStore(). */
 export interface TransactionOptions {
