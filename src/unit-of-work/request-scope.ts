@@ -2,6 +2,8 @@ import type { DataSource, EntityManager } from 'typeorm';
 import createDebug from 'debug';
 import { driverDialect, type DialectName, type DriverDialect, type IsolationLevel } from '../dialects/index.js';
 import type { ResolvedTransactionOptions } from '../transaction-options.js';
+import type { StatementSite } from '../store/statement-site.js';
+import type { QueryOutcome } from '../dialects/index.js';
 import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
 import { UnitOfWork, type Outcome } from './unit-of-work.js';
 import { NoRequestScopeError, SessionSaveError, type TypeormSessionError } from '../errors.js';
@@ -49,7 +51,7 @@ const alwaysCommit = () => true;
  * transaction (made on first use), and what happened to the session writes made inside it. One per request,
  * so it holds no closures: the options object is the app's, shared by all its requests.
  */
-export class RequestScope implements ScopeFrame {
+export class RequestScope implements ScopeFrame, StatementSite {
   /** The response is being finished: session writes arriving now are the request's last ones. */
   ending = false;
   /** A session write failed; the response must not claim success. */
@@ -122,6 +124,27 @@ export class RequestScope implements ScopeFrame {
   joins(dataSource: DataSource): boolean {
     const work = this.work;
     return work !== undefined && work.isOpen && work.dataSource === dataSource;
+  }
+
+  /**
+   * Where a store statement of this request runs: in the open transaction (the session then shares its
+   * fate), nowhere (a session write at the end of a request that rolls back), or on the store's own pool.
+   */
+  routeOf(dataSource: DataSource, write: boolean): 'join' | 'skip' | 'own' {
+    if (this.joins(dataSource)) {
+      this.sessionJoined = true;
+      return 'join';
+    }
+    if (write && this.ending && !this.keepSessionWrite()) return 'skip';
+    return 'own';
+  }
+
+  runJoined(sql: string, parameters: unknown[]): Promise<QueryOutcome> {
+    return this.unitOfWork.query(sql, parameters);
+  }
+
+  writeFailed(error: unknown): void {
+    this.sessionFailure ??= error;
   }
 
   /** The original error behind a failed statement of this request. */
@@ -205,9 +228,13 @@ export class RequestScope implements ScopeFrame {
     this.finishUnitOfWork(false)?.catch((error: TypeormSessionError) => this.options.report(error));
   }
 
-  /** Whether a session write at the end of the request is kept: not when it rolls back (the client keeps its cookie). */
+  /**
+   * Whether a session write at the end of the request is kept: not when the request rolls back (the client
+   * keeps its cookie). Without a unit of work (`transaction: false`) nothing rolls back, and the session is
+   * saved as express-session and koa-session save it, whatever the request's fate.
+   */
   keepSessionWrite(): boolean {
-    if (this.willCommit()) return true;
+    if (!this.options.transactional || this.willCommit()) return true;
     this.sessionDiscarded = true;
     debug('session write skipped: the request is rolling back');
     return false;
@@ -357,9 +384,8 @@ export function responseScope(res: { socket?: unknown; req?: unknown }): Request
 type RequestFrame = ScopeFrame & { readonly scope: RequestScope };
 const requestFrame = () => currentFrame() as RequestFrame | undefined;
 
-/** The scope a store call belongs to: from the session's request when there is one, else the async context. */
-export function scopeOf(session?: unknown): RequestScope | undefined {
-  const req = (session as { req?: unknown } | null | undefined)?.req;
+/** The scope a store call belongs to: the request's when the call names one, else the async context's. */
+export function scopeOf(req: unknown): RequestScope | undefined {
   return (req === undefined ? undefined : requestScope(req)) ?? requestFrame()?.scope;
 }
 
