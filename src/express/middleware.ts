@@ -23,7 +23,7 @@ export interface SessionStoreOptions
   /** Secret(s) signing the session cookie, as in express-session: the first signs, all verify. Required. */
   secret: string | string[];
   /** The request's transaction; `false` turns it off (req.db is then absent). */
-  transaction?: TransactionOptions | false;
+  transaction?: TransactionOptions<Express.Request> | false;
 }
 
 export type SessionStoreMiddleware = ((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void) & {

@@ -59,6 +59,7 @@ export class FastifyRequestState extends RequestScope implements SessionFacts {
     readonly reply: FastifyReplyLike,
   ) {
     super(options, request.raw, reply.raw);
+    this.subject = request;
   }
 
   override status(): number {

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import koaSession from 'koa-session';
+import type { ParameterizedContext } from 'koa';
 import type { EntityManager } from 'typeorm';
 import createDebug from 'debug';
 import { MiddlewareOrderError } from '../errors.js';
@@ -43,7 +44,7 @@ export interface KoaSessionStoreOptions extends StoreOptions {
   beforeSave?: (ctx: any, session: any) => void;
   externalKey?: { get(ctx: any): string | undefined; set(ctx: any, value: string): void };
   /** The request's transaction; `false` turns it off (ctx.db is then absent). */
-  transaction?: TransactionOptions | false;
+  transaction?: TransactionOptions<ParameterizedContext> | false;
 }
 
 interface KoaApp {
@@ -132,6 +133,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
 
     // With `transaction: false` too: the scope then has no unit of work and keeps every session write.
     const scope = new RequestScope(scopeOptions, ctx.req, ctx.res, () => ctx.status);
+    scope.subject = ctx;
     attachScope(ctx.req, scope);
     if (transaction) {
       // Koa writes the response only after the middleware chain has settled: any 'close' before that is an abort.

@@ -1,5 +1,6 @@
 import { Store, type SessionData } from 'express-session';
 import type { DataSource } from 'typeorm';
+import { performance } from 'node:perf_hooks';
 import createDebug from 'debug';
 import { settle, type Callback } from '../callback.js';
 import {
@@ -17,6 +18,7 @@ import { compileStatements, leaseTableStatement, type Statements } from './state
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { noSite, type SiteFinder } from './statement-site.js';
+import { storeChannel, traced, type StoreTrace } from '../tracing.js';
 import {
   bind,
   dialectFor,
@@ -338,10 +340,29 @@ export class TypeormSessionStore extends Store {
       return this.query(operation, statement, values);
     }
     try {
-      return await this.execute(statement, bind(statement, values));
+      return await traced(storeChannel, () => this.trace(operation, values, false), () => this.execute(statement, bind(statement, values)));
     } catch (cause) {
       throw storeQueryError(this.dialect, operation, statement, cause);
     }
+  }
+
+  /** What a tracing subscriber hears of a statement: never an id, only its digest's short tag. */
+  private trace(operation: string, values: Params, joined: boolean): StoreTrace {
+    const id = values.id;
+    return { operation, table: this.tableName, tag: typeof id === 'string' ? logTag(id) : undefined, joined };
+  }
+
+  /**
+   * For readiness probes: one cheap query on the store's own connections, outside any request. Resolves
+   * with whether the session table exists and how long the round trip took; rejects with StoreQueryError
+   * when the database does not answer.
+   */
+  async ping(): Promise<StorePing> {
+    if (this.closed) throw new StoreClosedError();
+    const started = performance.now();
+    const { records } = await this.maintenance('ping', this.statements.exists, {});
+    const found = (records[0] as { found?: unknown } | undefined)?.found;
+    return { table: found === true || Number(found) > 0, latencyMs: performance.now() - started };
   }
 
   /** Counts for operators: live sessions, expired rows waiting for a prune, and the users with most sessions. */
@@ -617,7 +638,7 @@ export class TypeormSessionStore extends Store {
     }
     const bound = steps.map(([statement, values]) => ({ statement, parameters: bind(statement, values) }));
     try {
-      await inShortTransaction(this.options.dataSource, this.dialect, bound);
+      await traced(storeChannel, () => this.trace(operation, steps[0]![1], false), () => inShortTransaction(this.options.dataSource, this.dialect, bound));
     } catch (cause) {
       const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
         cause: site ? site.causeOf(cause) : cause,
@@ -638,13 +659,13 @@ export class TypeormSessionStore extends Store {
     const write = WRITES.has(operation);
     const route = site === undefined ? 'own' : site.routeOf(this.options.dataSource, write);
     const parameters = bind(statement, values);
+    if (route === 'skip') {
+      debug('%s skipped: the request is rolling back', operation);
+      return { records: [], affected: 0 };
+    }
     try {
-      if (route === 'join') return await site!.runJoined(statement.sql, parameters);
-      if (route === 'skip') {
-        debug('%s skipped: the request is rolling back', operation);
-        return { records: [], affected: 0 };
-      }
-      return await this.execute(statement, parameters);
+      const run = route === 'join' ? () => site!.runJoined(statement.sql, parameters) : () => this.execute(statement, parameters);
+      return await traced(storeChannel, () => this.trace(operation, values, route === 'join'), run);
     } catch (cause) {
       const error = storeQueryError(this.dialect, operation, statement, site ? site.causeOf(cause) : cause);
       if (site && write) site.writeFailed(error);
@@ -683,6 +704,13 @@ export interface SessionInfo {
   expiresAt: Date;
   /** The session's `metadataField` value (for example `{ userAgent, ip }` recorded at sign-in), or null. */
   metadata: unknown;
+}
+
+export interface StorePing {
+  /** Whether the session table exists. */
+  table: boolean;
+  /** The round trip, in milliseconds. */
+  latencyMs: number;
 }
 
 export interface StoreStats {

@@ -8,6 +8,8 @@ import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
 import { UnitOfWork, type Outcome } from './unit-of-work.js';
 import { NoRequestScopeError, SessionSaveError, type TypeormSessionError } from '../errors.js';
 import { DROP_COOKIE, failureStatus, KEEP_COOKIE, type Verdict } from './verdict.js';
+import { OutcomeHooks, type OutcomeHook } from './outcome-hooks.js';
+import { isIsolationLevel, isolationLevelError } from '../transaction-options.js';
 
 const debug = createDebug('typeorm-session:request');
 
@@ -16,7 +18,8 @@ export interface RequestScopeOptions {
   dialect: DriverDialect;
   /** False when the middleware runs with `transaction: false`: sessions only, no unit of work. */
   transactional: boolean;
-  isolationLevel: IsolationLevel | undefined;
+  isolationLevel: ResolvedTransactionOptions['isolationLevel'];
+  onBegin: ResolvedTransactionOptions['onBegin'];
   acquireTimeoutMs: number;
   /** Whether the response's status means commit. */
   commitOn: (status: number) => boolean;
@@ -38,6 +41,7 @@ export function requestScopeOptions(
     dialect: driverDialect(store.dialect),
     transactional: transaction !== undefined,
     isolationLevel: transaction?.isolationLevel,
+    onBegin: transaction?.onBegin,
     acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
     commitOn: transaction?.commitOn ?? alwaysCommit,
     report,
@@ -62,6 +66,12 @@ export class RequestScope implements ScopeFrame, StatementSite {
   sessionJoined = false;
   /** The request failed whatever its status will say: it threw, or the client went away before the end. */
   failed = false;
+  /** rollbackOnly() was called: roll back, and keep no session change, whatever the status. */
+  rollbackOnly = false;
+  /** What the app's per-request functions receive: Express's req, Koa's ctx, Fastify's request. */
+  subject: unknown;
+  /** afterCommit()/afterRollback() hooks, made on first registration. */
+  private hooks: OutcomeHooks | undefined = undefined;
   private work: UnitOfWork | undefined = undefined;
   /** The request ended without a transaction: one asked for later is born closed. */
   private workOver = false;
@@ -77,7 +87,9 @@ export class RequestScope implements ScopeFrame, StatementSite {
     readonly res: object,
     /** Reads the status the response will have; Koa passes one, Express overrides status(). */
     private readonly statusOf?: () => number,
-  ) {}
+  ) {
+    this.subject = req;
+  }
 
   /** The frame the request's code runs in (nested scopes get frames of their own). */
   get root(): ScopeFrame {
@@ -102,7 +114,7 @@ export class RequestScope implements ScopeFrame, StatementSite {
   get unitOfWork(): UnitOfWork {
     if (this.work) return this.work;
     const o = this.options;
-    this.work = new UnitOfWork(o.dataSource, o.dialect, { isolationLevel: o.isolationLevel, acquireTimeoutMs: o.acquireTimeoutMs }, this);
+    this.work = new UnitOfWork(o.dataSource, o.dialect, { acquireTimeoutMs: o.acquireTimeoutMs }, this);
     if (this.workOver) this.work.finishIfUnused();
     return this.work;
   }
@@ -119,6 +131,30 @@ export class RequestScope implements ScopeFrame, StatementSite {
 
   /** Called by the unit of work when its transaction begins (its first statement); adapters hook in here. */
   transactionBegan(): void {}
+
+  /**
+   * The isolation level to BEGIN with: `transaction.isolationLevel` (or what its function answers for this
+   * request), else the DataSource's own `isolationLevel` (TypeORM 1.x), else the database's default.
+   */
+  isolationLevel(): IsolationLevel | undefined {
+    const chosen = this.options.isolationLevel;
+    const level = typeof chosen === 'function' ? chosen(this.subject) : chosen;
+    if (level !== undefined && !isIsolationLevel(level)) throw isolationLevelError(level);
+    if (level !== undefined) return level;
+    const fromDataSource = (this.options.dataSource.options as { isolationLevel?: unknown }).isolationLevel;
+    return isIsolationLevel(fromDataSource) ? fromDataSource : undefined;
+  }
+
+  /** `transaction.onBegin`, on the transaction just begun; undefined when there is none. */
+  afterBegin(manager: () => EntityManager): unknown {
+    const onBegin = this.options.onBegin;
+    return onBegin === undefined ? undefined : onBegin(manager(), this.subject);
+  }
+
+  /** Registers a hook run once the request's transaction has ended that way (see outcome-hooks.ts). */
+  addOutcomeHook(on: 'commit' | 'rollback', hook: OutcomeHook): void {
+    (this.hooks ??= new OutcomeHooks()).add(on, hook);
+  }
 
   /** True when a statement of the store can join this request's open transaction on `dataSource`. */
   joins(dataSource: DataSource): boolean {
@@ -158,16 +194,28 @@ export class RequestScope implements ScopeFrame, StatementSite {
    */
   finishUnitOfWork(commit: boolean): Promise<Outcome> | undefined {
     const work = this.work;
-    if (work === undefined) {
+    if (work === undefined || work.finishIfUnused()) {
       this.workOver = true;
+      // Nothing was sent: nothing to wait for, and the hooks follow the decision.
+      this.hooks?.settle(commit ? 'committed' : 'rolled back', this.options.report);
       return undefined;
     }
-    return work.finishIfUnused() ? undefined : work.finish(commit);
+    const finishing = work.finish(commit);
+    if (this.hooks !== undefined) {
+      const hooks = this.hooks;
+      const report = this.options.report;
+      finishing.then(
+        (outcome) => hooks.settle(outcome === 'none' ? (commit ? 'committed' : 'rolled back') : outcome, report),
+        // A COMMIT whose connection died may or may not have committed: neither kind of hook may run.
+        (error: { outcomeUnknown?: boolean }) => hooks.settle(error?.outcomeUnknown ? 'unknown' : 'rolled back', report),
+      );
+    }
+    return finishing;
   }
 
   /** What the request will do with its transaction, as things stand now. */
   willCommit(): boolean {
-    return !this.failed && this.sessionFailure === undefined && this.options.commitOn(this.status());
+    return !this.failed && !this.rollbackOnly && this.sessionFailure === undefined && this.options.commitOn(this.status());
   }
 
   /**
@@ -260,7 +308,7 @@ export class RequestScope implements ScopeFrame, StatementSite {
 
   /** Commits now (before streaming a response); later queries are rejected. */
   async commit(): Promise<void> {
-    await this.unitOfWork.finish(this.willCommit());
+    await this.finishUnitOfWork(this.willCommit());
   }
 }
 
@@ -382,7 +430,7 @@ export function responseScope(res: { socket?: unknown; req?: unknown }): Request
 
 /** A frame of this module's making: every frame in the async context is a RequestScope's or a child of one. */
 type RequestFrame = ScopeFrame & { readonly scope: RequestScope };
-const requestFrame = () => currentFrame() as RequestFrame | undefined;
+export const requestFrame = () => currentFrame() as RequestFrame | undefined;
 
 /** The scope a store call belongs to: the request's when the call names one, else the async context's. */
 export function scopeOf(req: unknown): RequestScope | undefined {
