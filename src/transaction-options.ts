@@ -1,23 +1,34 @@
 import type { IsolationLevel } from './store/sql.js';
 
-/** The request transaction's options: `transaction` in sessionStore() and koaSessionStore(). */
-export interface TransactionOptions {
+/**
+ * The request transaction's options: `transaction` in sessionStore(), koaSessionStore() and
+ * fastifySessionStore(). `Req` is what `readOnly` receives: Express's req, Koa's ctx, Fastify's request.
+ */
+export interface TransactionOptions<Req = any> {
   /** Isolation level of each request's transaction. Default: the database's default. */
   isolationLevel?: IsolationLevel;
   /** Whether a response status commits. Default: `status < 400`. */
   commitOn?: (status: number) => boolean;
   /** Milliseconds a request waits for a pool connection before failing with 503. Default `10000`. */
   acquireTimeoutMs?: number;
+  /**
+   * Which requests run their transaction READ ONLY on a read replica (TypeORM's `replication.slaves`; the
+   * primary when none is configured). Called once per request, when its transaction is first used, with the
+   * request (Express's req, Koa's ctx, Fastify's request); must return a boolean. The session itself is
+   * still read and written on the primary. Ignored on SQLite (no replicas). Default: no request.
+   */
+  readOnly?: (request: Req) => boolean;
 }
 
 export interface ResolvedTransactionOptions {
   isolationLevel: IsolationLevel | undefined;
   commitOn: (status: number) => boolean;
   acquireTimeoutMs: number;
+  readOnly: ((request: unknown) => boolean) | undefined;
 }
 
 const isolationLevels: readonly IsolationLevel[] = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'];
-const names = ['isolationLevel', 'commitOn', 'acquireTimeoutMs'];
+const names = ['isolationLevel', 'commitOn', 'acquireTimeoutMs', 'readOnly'];
 
 export const commitBelow400 = (status: number) => status < 400;
 
@@ -31,7 +42,7 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
   for (const key of Object.keys(options)) {
     if (!names.includes(key)) throw new TypeError(`typeorm-session: unknown option "transaction.${key}"`);
   }
-  const { isolationLevel, commitOn, acquireTimeoutMs } = options;
+  const { isolationLevel, commitOn, acquireTimeoutMs, readOnly } = options;
   if (isolationLevel !== undefined && !isolationLevels.includes(isolationLevel)) {
     throw new TypeError(
       `typeorm-session: option "transaction.isolationLevel" must be one of ${isolationLevels.join(', ')}, got ${JSON.stringify(isolationLevel)}`,
@@ -39,6 +50,11 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
   }
   if (commitOn !== undefined && typeof commitOn !== 'function') {
     throw new TypeError('typeorm-session: option "transaction.commitOn" must be a function (status) => boolean');
+  }
+  if (readOnly !== undefined && typeof readOnly !== 'function') {
+    throw new TypeError(
+      `typeorm-session: option "transaction.readOnly" must be a function (request) => boolean, got ${JSON.stringify(readOnly) ?? typeof readOnly}`,
+    );
   }
   if (
     acquireTimeoutMs !== undefined &&
@@ -52,5 +68,6 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
     isolationLevel,
     commitOn: commitOn ?? commitBelow400,
     acquireTimeoutMs: acquireTimeoutMs ?? 10_000,
+    readOnly,
   };
 }

@@ -25,8 +25,8 @@ export interface DriverDialect {
   executor(dataSource: DataSource): Executor;
   /** Runs `fn`, which uses a connection of the store's own, when it may (on SQLite: in its turn). */
   inTurn<T>(dataSource: DataSource, fn: () => Promise<T>): Promise<T>;
-  /** A query runner the request owns. */
-  ownRunner(dataSource: DataSource): QueryRunner;
+  /** A query runner the request owns; `onReplica`: on one of the DataSource's replicas (TypeORM's 'slave' mode). */
+  ownRunner(dataSource: DataSource, onReplica: boolean): QueryRunner;
   /** Takes the connection for a request's transaction; fails with AcquireTimeoutError after `timeoutMs`. */
   take(runner: QueryRunner, dataSource: DataSource, timeoutMs: number): Promise<void>;
   /**

@@ -36,7 +36,7 @@ export const postgres: DriverDialect = {
 
   inTurn: (_dataSource, fn) => fn(),
 
-  ownRunner: (dataSource) => dataSource.createQueryRunner('master'),
+  ownRunner: (dataSource, onReplica) => dataSource.createQueryRunner(onReplica ? 'slave' : 'master'),
 
   take: (runner, _dataSource, timeoutMs) => acquire(runner, timeoutMs),
 

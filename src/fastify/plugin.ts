@@ -24,7 +24,7 @@ export interface FastifySessionStoreOptions extends StoreOptions {
   /** Store a new session even when the request left it empty. Default `false`. */
   saveUninitialized?: boolean;
   /** The request's transaction; `false` turns it off (request.db is then absent). */
-  transaction?: TransactionOptions | false;
+  transaction?: TransactionOptions<FastifyRequest> | false;
 }
 
 const ownOptionNames = ['secret', 'name', 'cookie', 'rolling', 'saveUninitialized', 'transaction'];

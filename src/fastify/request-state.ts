@@ -58,7 +58,7 @@ export class FastifyRequestState extends RequestScope implements SessionFacts {
     readonly request: FastifyRequestLike,
     readonly reply: FastifyReplyLike,
   ) {
-    super(options, request.raw, reply.raw);
+    super(options, request.raw, reply.raw, undefined, request);
   }
 
   override status(): number {

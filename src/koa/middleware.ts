@@ -129,7 +129,7 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
     if (!transaction) return session(ctx, next);
 
-    const scope = new RequestScope(scopeOptions, ctx.req, ctx.res, () => ctx.status);
+    const scope = new RequestScope(scopeOptions, ctx.req, ctx.res, () => ctx.status, ctx);
     attachScope(ctx.req, scope);
     // Koa writes the response only after the middleware chain has settled: any 'close' before that is an abort.
     ctx.res.once('close', () => {

@@ -412,14 +412,29 @@ export type IsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE
 
 /**
  * The statements that open a request's transaction. SQLite takes the write lock up front (IMMEDIATE) so two
- * request transactions never both read and then deadlock on upgrading; it has no isolation levels to set.
+ * request transactions never both read and then deadlock on upgrading; it has no isolation levels to set,
+ * and no replicas (`readOnly` is never set there).
  */
-export function beginStatements(dialect: DialectName, isolation?: IsolationLevel): string[] {
-  if (dialect === 'postgres') return [isolation ? `START TRANSACTION ISOLATION LEVEL ${isolation}` : 'START TRANSACTION'];
+export function beginStatements(dialect: DialectName, isolation?: IsolationLevel, readOnly = false): string[] {
+  const mode = readOnly ? ' READ ONLY' : '';
+  if (dialect === 'postgres') {
+    const level = readOnly ? replicaIsolation(isolation) : isolation;
+    return [level ? `START TRANSACTION ISOLATION LEVEL ${level}${mode}` : `START TRANSACTION${mode}`];
+  }
   if (dialect === 'mysql') {
-    return isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation}`, 'START TRANSACTION'] : ['START TRANSACTION'];
+    const start = `START TRANSACTION${mode}`;
+    return isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation}`, start] : [start];
   }
   return ['BEGIN IMMEDIATE'];
+}
+
+/**
+ * The isolation level of a read-only transaction on a PostgreSQL replica: a hot standby refuses SERIALIZABLE
+ * (0A000), and REPEATABLE READ, one snapshot for the whole transaction, is the strongest it has. A replica's
+ * snapshot trails the primary anyway, so SERIALIZABLE could promise nothing more there.
+ */
+function replicaIsolation(isolation: IsolationLevel | undefined): IsolationLevel | undefined {
+  return isolation === 'SERIALIZABLE' ? 'REPEATABLE READ' : isolation;
 }
 
 export function savepointStatements(name: string) {

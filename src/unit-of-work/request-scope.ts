@@ -16,6 +16,8 @@ export interface RequestScopeOptions {
   transactional: boolean;
   isolationLevel: IsolationLevel | undefined;
   acquireTimeoutMs: number;
+  /** Which requests run their transaction READ ONLY on a replica (`transaction.readOnly`). */
+  readOnly: ((request: unknown) => boolean) | undefined;
   /** Whether the response's status means commit. */
   commitOn: (status: number) => boolean;
   /** Hears failures that the response can no longer carry (the user's onError). */
@@ -37,6 +39,7 @@ export function requestScopeOptions(
     transactional: transaction !== undefined,
     isolationLevel: transaction?.isolationLevel,
     acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
+    readOnly: transaction?.readOnly,
     commitOn: transaction?.commitOn ?? alwaysCommit,
     report,
   };
@@ -75,6 +78,8 @@ export class RequestScope implements ScopeFrame {
     readonly res: object,
     /** Reads the status the response will have; Koa passes one, Express overrides status(). */
     private readonly statusOf?: () => number,
+    /** The request as the app's code sees it (Koa's ctx, Fastify's request): what `transaction.readOnly` is given. */
+    readonly appRequest: object = req,
   ) {}
 
   /** The frame the request's code runs in (nested scopes get frames of their own). */
@@ -100,9 +105,26 @@ export class RequestScope implements ScopeFrame {
   get unitOfWork(): UnitOfWork {
     if (this.work) return this.work;
     const o = this.options;
-    this.work = new UnitOfWork(o.dataSource, o.dialect, { isolationLevel: o.isolationLevel, acquireTimeoutMs: o.acquireTimeoutMs }, this);
+    const readOnly = this.readOnly();
+    this.work = new UnitOfWork(o.dataSource, o.dialect, { isolationLevel: o.isolationLevel, acquireTimeoutMs: o.acquireTimeoutMs, readOnly }, this);
     if (this.workOver) this.work.finishIfUnused();
     return this.work;
+  }
+
+  /**
+   * Whether this request's transaction runs READ ONLY on a replica: asked once, when the transaction is made
+   * (so the app's router has matched by then). Only a DataSource with `replication` has replicas. Without
+   * one the transaction stays the ordinary one on the primary: a read-only transaction there would hold a
+   * connection of the very pool its session writes, which cannot join it, must wait for.
+   */
+  private readOnly(): boolean {
+    const decide = this.options.readOnly;
+    if (decide === undefined || !this.options.dataSource.driver.isReplicated) return false;
+    const answer: unknown = decide(this.appRequest);
+    if (typeof answer !== 'boolean') {
+      throw new TypeError(`typeorm-session: option "transaction.readOnly" must return a boolean, got ${typeof answer}`);
+    }
+    return answer;
   }
 
   /**
@@ -118,10 +140,14 @@ export class RequestScope implements ScopeFrame {
   /** Called by the unit of work when its transaction begins (its first statement); adapters hook in here. */
   transactionBegan(): void {}
 
-  /** True when a statement of the store can join this request's open transaction on `dataSource`. */
+  /**
+   * True when a statement of the store can join this request's open transaction on `dataSource`. Never a
+   * read-only one: it is on a replica, where a session read could miss a login the primary has (replication
+   * lag) and a session write is refused; the store's own statements go to the primary instead.
+   */
   joins(dataSource: DataSource): boolean {
     const work = this.work;
-    return work !== undefined && work.isOpen && work.dataSource === dataSource;
+    return work !== undefined && work.isOpen && work.dataSource === dataSource && !work.readOnly;
   }
 
   /** The original error behind a failed statement of this request. */

@@ -11,6 +11,8 @@ const debug = createDebug('typeorm-session:transaction');
 export interface UnitOfWorkOptions {
   isolationLevel: IsolationLevel | undefined;
   acquireTimeoutMs: number;
+  /** READ ONLY, on one of the DataSource's replicas (TypeORM's slave query runner). */
+  readOnly?: boolean;
 }
 
 /** Told when the transaction begins, so the framework glue can start watching for a client abort. */
@@ -71,6 +73,11 @@ export class UnitOfWork {
     return this.queryRunner().manager;
   }
 
+  /** True when the transaction is READ ONLY, on a replica. */
+  get readOnly(): boolean {
+    return this.options.readOnly === true;
+  }
+
   /** True once a query has been sent (or is being sent) inside the transaction, until it ends. */
   get isOpen(): boolean {
     return this.state === 'open';
@@ -92,7 +99,7 @@ export class UnitOfWork {
     if (this.closed) {
       throw new TransactionClosedError('typeorm-session: the request transaction has already ended');
     }
-    const runner = this.driver.ownRunner(this.dataSource) as OwnedRunner;
+    const runner = this.driver.ownRunner(this.dataSource, this.readOnly) as OwnedRunner;
     const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = true;
     internal.transactionDepth = 1;
@@ -173,7 +180,7 @@ export class UnitOfWork {
         if (this.connectionError === undefined) (connection as unknown as EventEmitter).removeListener('error', onError);
       };
     }
-    for (const statement of beginStatements(this.dialect, this.options.isolationLevel)) {
+    for (const statement of beginStatements(this.dialect, this.options.isolationLevel, this.readOnly)) {
       await this.control(statement);
     }
   }
