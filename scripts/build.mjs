@@ -14,6 +14,6 @@ for (const [config, type] of [['tsconfig.json', 'commonjs'], ['tsconfig.esm.json
 }
 chmodSync('dist/cjs/cli.js', 0o755);
 
-const { dialectNames, tableSql } = createRequire(import.meta.url)('../dist/cjs/store/sql.js');
+const { dialectNames, tableSql } = createRequire(import.meta.url)('../dist/cjs/index.js');
 mkdirSync('sql', { recursive: true });
 for (const name of dialectNames) writeFileSync(`sql/${name}.sql`, tableSql(name, 'sessions'));

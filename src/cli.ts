@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { dialectNames, tableSql, type DialectName } from './store/sql.js';
+import { dialectNames, type DialectName } from './dialects/index.js';
+import { tableSql } from './store/statements.js';
 import { assertTableName, DEFAULT_TABLE_NAME } from './store/entity.js';
 import { operate } from './cli-operations.js';
 

@@ -1,4 +1,4 @@
-import type { IsolationLevel } from './store/sql.js';
+import type { IsolationLevel } from './dialects/index.js';
 
 /**
  * The request transaction's options: `transaction` in sessionStore(), koaSessionStore() and
@@ -12,10 +12,10 @@ export interface TransactionOptions<Req = any> {
   /** Milliseconds a request waits for a pool connection before failing with 503. Default `10000`. */
   acquireTimeoutMs?: number;
   /**
-   * Which requests run their transaction READ ONLY on a read replica (TypeORM's `replication.slaves`; the
-   * primary when none is configured). Called once per request, when its transaction is first used, with the
-   * request (Express's req, Koa's ctx, Fastify's request); must return a boolean. The session itself is
-   * still read and written on the primary. Ignored on SQLite (no replicas). Default: no request.
+   * Which requests run their transaction READ ONLY on a read replica (TypeORM's `replication.slaves`).
+   * Called once per request, when its transaction is first used, with the request (Express's req, Koa's ctx,
+   * Fastify's request); must return a boolean. The session itself is still read and written on the primary.
+   * Not called on a DataSource without `replication` (SQLite has none). Default: no request.
    */
   readOnly?: (request: Req) => boolean;
 }

@@ -7,7 +7,7 @@
 import request from 'supertest';
 import type { DataSource } from 'typeorm';
 import { sessionEntity, sessionStore, TypeormSessionStore, type TypeormSessionError } from '../src/index.js';
-import { createTableStatements } from '../src/store/sql.js';
+import { createTableStatements } from '../src/store/statements.js';
 import { express } from './helpers/app.js';
 import { admin, createTestDatabase, dataSourceFor, openDataSource, QueryLog, type TestDatabase } from './helpers/database.js';
 import { hexId64Sql, onlyOn, selectSeries, sideQuery, testDialect } from './helpers/dialect.js';

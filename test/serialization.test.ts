@@ -93,7 +93,8 @@ if (onlyOn('postgres')) {
   // Serialization failures at COMMIT are a PostgreSQL-family behaviour (MySQL's SERIALIZABLE locks instead;
   // SQLite runs one writer at a time). What other databases answer is covered by isRetryable's unit test.
   test('isRetryable knows each database\'s "try again" errors', async () => {
-    const { isRetryable } = await import('../src/store/sql.js');
+    const { driverDialect } = await import('../src/dialects/index.js');
+    const isRetryable = (name: 'postgres' | 'mysql' | 'sqlite', err: unknown) => driverDialect(name).isRetryable(err);
     expect(isRetryable('mysql', { driverError: { code: 'ER_LOCK_DEADLOCK' } })).toBe(true);
     expect(isRetryable('mysql', { code: 'ER_DUP_ENTRY' })).toBe(false);
     expect(isRetryable('sqlite', new Error('SQLITE_BUSY: database is locked'))).toBe(true);

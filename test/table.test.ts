@@ -9,7 +9,7 @@ import {
   TableMissingError,
   TypeormSessionStore,
 } from '../src/index.js';
-import { createTableStatements } from '../src/store/sql.js';
+import { createTableStatements } from '../src/store/statements.js';
 import { admin, createTestDatabase, dataSourceFor, openDataSource, type TestDatabase } from './helpers/database.js';
 import {
   databaseLabel,

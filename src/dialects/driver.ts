@@ -1,5 +1,6 @@
 import { QueryFailedError, type DataSource, type QueryRunner } from 'typeorm';
-import type { DialectName, Statement } from '../store/sql.js';
+import type { SqlSpec } from './sql-spec.js';
+import type { DialectName, IsolationLevel, Statement } from './statement.js';
 
 export interface QueryOutcome {
   records: unknown[];
@@ -10,12 +11,27 @@ export interface QueryOutcome {
 export type Executor = (statement: Statement, parameters: unknown[]) => Promise<QueryOutcome>;
 
 /**
- * How each database's driver is used: where the store's own statements run, how a request's transaction
- * takes and gives back its connection, and how BEGIN/COMMIT/ROLLBACK reach it. One implementation per
- * database (postgres.ts, mysql.ts, sqlite.ts); the SQL they run is in store/sql.ts.
+ * Everything that differs between databases: the SQL the store's statements are built from, what the
+ * database's errors mean, where the store's own statements run, how a request's transaction takes and gives
+ * back its connection, and how BEGIN/COMMIT/ROLLBACK reach it. One implementation per database
+ * (postgres.ts, mysql.ts, sqlite.ts); nothing outside this folder branches on the database.
  */
 export interface DriverDialect {
   readonly name: DialectName;
+  readonly sql: SqlSpec;
+  /** The database said the table does not exist (as opposed to: unreachable, denied, ...). */
+  isMissingTable(err: unknown): boolean;
+  /** The object a CREATE ... IF NOT EXISTS was making appeared concurrently. */
+  isAlreadyExists(err: unknown): boolean;
+  /**
+   * The transaction lost to a concurrent one and nothing of it was kept (a serialization failure, a
+   * deadlock victim, a busy lock): running the same work again is the remedy.
+   */
+  isRetryable(err: unknown): boolean;
+  /** A named prepared statement went missing under the connection (a pooler in transaction mode). */
+  isLostPreparedStatement(err: unknown): boolean;
+  /** The statements that open a request's transaction; `readOnly`: READ ONLY, on a replica (never on SQLite). */
+  beginStatements(isolation?: IsolationLevel, readOnly?: boolean): string[];
   /**
    * True when the DataSource has one connection that request transactions hold until their end (SQLite):
    * a store statement made inside such a request cannot wait for its turn, it can only join.

@@ -1,6 +1,7 @@
 import type { DataSource, QueryRunner } from 'typeorm';
 import { AcquireTimeoutError } from '../errors.js';
 import { runnerExecutor, type DriverDialect } from './driver.js';
+import { hasCode, messageOf } from './statement.js';
 
 // How long a store statement waits for SQLite's single connection while a request transaction holds it.
 const STORE_TURN_TIMEOUT_MS = 10_000;
@@ -72,6 +73,34 @@ export async function withTurn<T>(dataSource: DataSource, timeoutMs: number, fn:
 export const sqlite: DriverDialect = {
   name: 'sqlite',
   singleConnection: true,
+  sql: {
+    quote: (id) => `"${id}"`,
+    placeholder: () => '?',
+    numberedPlaceholders: false,
+    namedPreparedStatements: false,
+    types: { id: 'varchar(64)', data: 'text', time: 'bigint', userId: 'varchar(255)' },
+    tableSuffix: '',
+    indexesInTable: false,
+    tableExists: (_quoted, table) => `SELECT COUNT(*) AS "found" FROM sqlite_master WHERE type = 'table' AND name = '${table}'`,
+    upsertTail: (set, keep) => `ON CONFLICT ("id") DO UPDATE SET ${set.map(([c, v]) => `${c} = ${v}`).join(', ')} WHERE ${keep}`,
+    excluded: (column) => `excluded.${column}`,
+    existing: (table, column) => `${table}.${column}`,
+    createIndex: (name, table, column) => `CREATE INDEX IF NOT EXISTS "${name}" ON "${table}" ("${column}")`,
+    offset: 'LIMIT -1 OFFSET :keep',
+    inSubquery: (select) => select,
+    least: 'MIN',
+    insertIgnore: (table, columns) => `INSERT OR IGNORE INTO ${table} ${columns}`,
+    pruneBatch: (t, e, id) => `DELETE FROM ${t} WHERE ${id} IN (SELECT ${id} FROM ${t} WHERE ${e} >= :floor AND ${e} <= :now LIMIT :limit)`,
+  },
+
+  // The drivers give these as messages only.
+  isMissingTable: (err) => /no such table/i.test(messageOf(err)),
+  isAlreadyExists: (err) => /already exists/i.test(messageOf(err)),
+  isRetryable: (err) => hasCode(err, ['SQLITE_BUSY']) || /database is locked/i.test(messageOf(err)),
+  isLostPreparedStatement: () => false,
+  // IMMEDIATE takes the write lock up front, so two request transactions never both read and then deadlock
+  // on upgrading; SQLite has no isolation levels to set (its transactions are serializable).
+  beginStatements: () => ['BEGIN IMMEDIATE'],
 
   executor: (dataSource) => runnerExecutor(dataSource, (fn) => withTurn(dataSource, STORE_TURN_TIMEOUT_MS, fn)),
 

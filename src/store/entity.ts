@@ -1,5 +1,5 @@
 import { EntitySchema } from 'typeorm';
-import { objectNames } from './sql.js';
+import { objectNames } from './statements.js';
 
 /** The shape of one row, as TypeORM repositories see it. Times are epoch milliseconds (strings on pg). */
 export interface SessionRow {

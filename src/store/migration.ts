@@ -1,6 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { assertTableName, DEFAULT_TABLE_NAME } from './entity.js';
-import { createTableStatements, dialectFor, dropTableStatements, type DialectName } from './sql.js';
+import { dialectFor, type DialectName } from '../dialects/index.js';
+import { createTableStatements, dropTableStatements } from './statements.js';
 
 function dialectOf(queryRunner: QueryRunner): DialectName {
   // `dataSource` on TypeORM 1.x (where `connection` is a deprecated alias), `connection` on 0.3.

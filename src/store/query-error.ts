@@ -1,12 +1,12 @@
 import { StoreQueryError } from '../errors.js';
-import { isLostPreparedStatement, type DialectName, type Statement } from './sql.js';
+import { driverDialect, type DialectName, type Statement } from '../dialects/index.js';
 
 /**
  * The error a failed store statement reaches the caller as. A named prepared statement the server lost
  * is a configuration problem, not a failing query: the message says which option fixes it.
  */
 export function storeQueryError(dialect: DialectName, operation: string, statement: Statement, cause: unknown): StoreQueryError {
-  if (statement.name !== undefined && isLostPreparedStatement(dialect, cause)) {
+  if (statement.name !== undefined && driverDialect(dialect).isLostPreparedStatement(cause)) {
     return new StoreQueryError(
       `typeorm-session: session ${operation} failed: the server's prepared statements are not this connection's ` +
         `(${String((cause as { message?: unknown } | null)?.message ?? cause)}). A connection pooler in transaction mode ` +

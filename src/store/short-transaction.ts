@@ -1,6 +1,6 @@
 import type { DataSource } from 'typeorm';
 import { driverDialect, type QueryOutcome } from '../dialects/index.js';
-import type { DialectName, Statement } from './sql.js';
+import type { DialectName, Statement } from '../dialects/index.js';
 
 /**
  * Runs a few of the store's statements as one short transaction of their own on the pool, for a write that

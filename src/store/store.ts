@@ -13,23 +13,21 @@ import {
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from '../options.js';
 import { sessionEntity } from './entity.js';
 import { registerEntity } from './register.js';
-import {
-  bind,
-  compileStatements,
-  dialectFor,
-  unsupportedTypeMessage,
-  isAlreadyExists,
-  isMissingTable,
-  leaseTableStatement,
-  type DialectName,
-  type Params,
-  type Statement,
-  type Statements,
-} from './sql.js';
+import { compileStatements, leaseTableStatement, type Statements } from './statements.js';
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
 import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
-import { driverDialect, type Executor, type QueryOutcome } from '../dialects/index.js';
+import {
+  bind,
+  dialectFor,
+  driverDialect,
+  unsupportedTypeMessage,
+  type DialectName,
+  type Executor,
+  type Params,
+  type QueryOutcome,
+  type Statement,
+} from '../dialects/index.js';
 import { hearPoolErrors } from '../connection-errors.js';
 import { reporter } from '../reporter.js';
 import { damageOf, digest, expiryOf, FETCHED, LOADED, logTag, showExpiryInForce, userIdOf, type LoadedState, type SessionLike } from './session-state.js';
@@ -313,12 +311,12 @@ export class TypeormSessionStore extends Store {
       await this.maintenance('lease', this.statements.leaseCreate, values);
       return;
     } catch (err) {
-      if (!this.options.createTable || !isMissingTable(this.dialect, (err as Error).cause)) throw err;
+      if (!this.options.createTable || !driverDialect(this.dialect).isMissingTable((err as Error).cause)) throw err;
     }
     try {
       await this.maintenance('lease table creation', { sql: leaseTableStatement(this.dialect, this.tableName), names: [] }, {});
     } catch (err) {
-      if (!isAlreadyExists(this.dialect, (err as Error).cause)) throw err;
+      if (!driverDialect(this.dialect).isAlreadyExists((err as Error).cause)) throw err;
     }
     await this.maintenance('lease', this.statements.leaseCreate, values);
   }

@@ -1,6 +1,7 @@
 import type { DataSource } from 'typeorm';
 import { TableCreateError, TableMissingError } from '../errors.js';
-import { createTableStatements, isAlreadyExists, isMissingTable, type DialectName } from './sql.js';
+import { driverDialect, type DialectName } from '../dialects/index.js';
+import { createTableStatements } from './statements.js';
 
 export type RunSql = (sql: string) => Promise<unknown>;
 
@@ -33,7 +34,7 @@ async function tableExists(dialect: DialectName, run: RunSql, existsSql: string)
     }
     return true;
   } catch (err) {
-    if (isMissingTable(dialect, err)) return false;
+    if (driverDialect(dialect).isMissingTable(err)) return false;
     throw err;
   }
 }
@@ -62,7 +63,7 @@ export async function ensureTable(args: {
     try {
       await run(statement);
     } catch (err) {
-      if (isAlreadyExists(dialect, err)) continue;
+      if (driverDialect(dialect).isAlreadyExists(err)) continue;
       throw new TableCreateError(
         `typeorm-session: ${where} and creating it failed: ${(err as Error).message}. ${howToCreate(dialect, table)}`,
         { cause: err },

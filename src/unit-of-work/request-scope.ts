@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import createDebug from 'debug';
-import type { DialectName, IsolationLevel } from '../store/sql.js';
+import { driverDialect, type DialectName, type DriverDialect, type IsolationLevel } from '../dialects/index.js';
 import type { ResolvedTransactionOptions } from '../transaction-options.js';
 import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
 import { UnitOfWork, type Outcome } from './unit-of-work.js';
@@ -11,7 +11,7 @@ const debug = createDebug('typeorm-session:request');
 
 export interface RequestScopeOptions {
   dataSource: DataSource;
-  dialect: DialectName;
+  dialect: DriverDialect;
   /** False when the middleware runs with `transaction: false`: sessions only, no unit of work. */
   transactional: boolean;
   isolationLevel: IsolationLevel | undefined;
@@ -35,7 +35,7 @@ export function requestScopeOptions(
 ): RequestScopeOptions {
   return {
     dataSource: store.dataSource,
-    dialect: store.dialect,
+    dialect: driverDialect(store.dialect),
     transactional: transaction !== undefined,
     isolationLevel: transaction?.isolationLevel,
     acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,

@@ -2,8 +2,7 @@ import type { EventEmitter } from 'node:events';
 import { QueryFailedError, type DataSource, type EntityManager, type QueryRunner } from 'typeorm';
 import createDebug from 'debug';
 import { CommitError, TransactionClosedError } from '../errors.js';
-import { beginStatements, isRetryable, savepointStatements, type DialectName, type IsolationLevel } from '../store/sql.js';
-import { driverDialect, type DriverDialect } from '../dialects/index.js';
+import type { DriverDialect, IsolationLevel } from '../dialects/index.js';
 import { errorHeardOn, hearErrors, hearPoolErrors, isConnectionLost, isSymptomOfDeath } from '../connection-errors.js';
 
 const debug = createDebug('typeorm-session:transaction');
@@ -57,16 +56,12 @@ export class UnitOfWork {
   private detach: (() => void) | undefined = undefined;
   private brokenBy: unknown = undefined;
 
-  private readonly driver: DriverDialect;
-
   constructor(
     readonly dataSource: DataSource,
-    private readonly dialect: DialectName,
+    private readonly driver: DriverDialect,
     private readonly options: UnitOfWorkOptions,
     private readonly owner?: UnitOfWorkOwner,
-  ) {
-    this.driver = driverDialect(dialect);
-  }
+  ) {}
 
   /** The EntityManager bound to this transaction. Getting it takes no connection. */
   get manager(): EntityManager {
@@ -143,7 +138,7 @@ export class UnitOfWork {
     } catch (err) {
       // After the backend died TypeORM answers "query runner already released": report the real cause.
       const cause = this.realCause(err);
-      if (isRetryable(this.dialect, cause) && cause && typeof cause === 'object') {
+      if (this.driver.isRetryable(cause) && cause && typeof cause === 'object') {
         // Lost to a concurrent transaction (40001, deadlock): nothing of the request will be kept, so the
         // client may send it again. Express's final handler and Koa answer with these.
         Object.assign(cause, { status: 503, statusCode: 503, expose: true, headers: { 'Retry-After': '1' } });
@@ -180,7 +175,7 @@ export class UnitOfWork {
         if (this.connectionError === undefined) (connection as unknown as EventEmitter).removeListener('error', onError);
       };
     }
-    for (const statement of beginStatements(this.dialect, this.options.isolationLevel, this.readOnly)) {
+    for (const statement of this.driver.beginStatements(this.options.isolationLevel, this.readOnly)) {
       await this.control(statement);
     }
   }
@@ -275,7 +270,7 @@ export class UnitOfWork {
           await this.rollback();
           throw new CommitError('typeorm-session: committing the request transaction failed; it was rolled back', {
             cause,
-            retryable: isRetryable(this.dialect, cause),
+            retryable: this.driver.isRetryable(cause),
           });
         }
       }
@@ -342,4 +337,12 @@ function fencedManagerTransaction(this: OwnedManager, ...args: unknown[]) {
   const refusal = this.queryRunner[OWNER].refusal('transaction()');
   if (refusal) return Promise.reject(refusal);
   return (Object.getPrototypeOf(this) as { transaction: Function }).transaction.apply(this, args);
+}
+
+function savepointStatements(name: string) {
+  return {
+    create: `SAVEPOINT ${name}`,
+    release: `RELEASE SAVEPOINT ${name}`,
+    rollback: `ROLLBACK TO SAVEPOINT ${name}`,
+  };
 }
