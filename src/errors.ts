@@ -131,3 +131,16 @@ export class SessionConflictError extends TypeormSessionError {
     super('ERR_SESSION_CONFLICT', message);
   }
 }
+
+/**
+ * A hook of the request's transaction failed: `transaction.onBegin` (the request then fails, and its
+ * transaction is rolled back), or an afterCommit()/afterRollback() hook (reported through onError; the
+ * response and the other hooks are not affected).
+ */
+export class TransactionHookError extends TypeormSessionError {
+  readonly hook: 'onBegin' | 'afterCommit' | 'afterRollback';
+  constructor(hook: 'onBegin' | 'afterCommit' | 'afterRollback', message: string, options?: { cause?: unknown }) {
+    super('ERR_TRANSACTION_HOOK', message, options);
+    this.hook = hook;
+  }
+}

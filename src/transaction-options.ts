@@ -1,12 +1,23 @@
+import type { EntityManager } from 'typeorm';
 import type { IsolationLevel } from './dialects/index.js';
 
 /**
  * The request transaction's options: `transaction` in sessionStore(), koaSessionStore() and
- * fastifySessionStore(). `Req` is what `readOnly` receives: Express's req, Koa's ctx, Fastify's request.
+ * fastifySessionStore(). `Req` is what the framework calls the request: Express's `req`, Koa's `ctx`,
+ * Fastify's `request`.
  */
 export interface TransactionOptions<Req = any> {
-  /** Isolation level of each request's transaction. Default: the database's default. */
-  isolationLevel?: IsolationLevel;
+  /**
+   * Isolation level of each request's transaction, or a function of the request choosing it (undefined:
+   * the default). Default: the DataSource's `isolationLevel` (TypeORM 1.x), else the database's default.
+   */
+  isolationLevel?: IsolationLevel | ((request: Req) => IsolationLevel | undefined);
+  /**
+   * Runs right after BEGIN, on the request's transaction, before any query of the request (only for
+   * requests that use the database): `SET LOCAL` for row-level security, tenants or statement_timeout. A
+   * failure fails the request with it as the cause, and the transaction is rolled back.
+   */
+  onBegin?: (manager: EntityManager, request: Req) => unknown;
   /** Whether a response status commits. Default: `status < 400`. */
   commitOn?: (status: number) => boolean;
   /** Milliseconds a request waits for a pool connection before failing with 503. Default `10000`. */
@@ -15,20 +26,33 @@ export interface TransactionOptions<Req = any> {
    * Which requests run their transaction READ ONLY on a read replica (TypeORM's `replication.slaves`).
    * Called once per request, when its transaction is first used, with the request (Express's req, Koa's ctx,
    * Fastify's request); must return a boolean. The session itself is still read and written on the primary.
-   * Not called on a DataSource without `replication` (SQLite has none). Default: no request.
+   * Not called on a DataSource without `replication` (SQLite has none). Default: no request. A method, so a
+   * function declared for a framework's fuller request type (Express's `Request`) is accepted.
    */
-  readOnly?: (request: Req) => boolean;
+  readOnly?(request: Req): boolean;
 }
 
 export interface ResolvedTransactionOptions {
-  isolationLevel: IsolationLevel | undefined;
+  isolationLevel: IsolationLevel | ((request: any) => IsolationLevel | undefined) | undefined;
+  onBegin: ((manager: EntityManager, request: any) => unknown) | undefined;
   commitOn: (status: number) => boolean;
   acquireTimeoutMs: number;
-  readOnly: ((request: unknown) => boolean) | undefined;
+  readOnly: ((request: any) => boolean) | undefined;
 }
 
 const isolationLevels: readonly IsolationLevel[] = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'];
-const names = ['isolationLevel', 'commitOn', 'acquireTimeoutMs', 'readOnly'];
+const names = ['isolationLevel', 'onBegin', 'commitOn', 'acquireTimeoutMs', 'readOnly'];
+
+export function isIsolationLevel(value: unknown): value is IsolationLevel {
+  return isolationLevels.includes(value as IsolationLevel);
+}
+
+/** What a function given as `transaction.isolationLevel` may answer. */
+export function isolationLevelError(value: unknown): TypeError {
+  return new TypeError(
+    `typeorm-session: option "transaction.isolationLevel" answered ${JSON.stringify(value)}; it must answer one of ${isolationLevels.join(', ')} or undefined`,
+  );
+}
 
 export const commitBelow400 = (status: number) => status < 400;
 
@@ -42,11 +66,14 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
   for (const key of Object.keys(options)) {
     if (!names.includes(key)) throw new TypeError(`typeorm-session: unknown option "transaction.${key}"`);
   }
-  const { isolationLevel, commitOn, acquireTimeoutMs, readOnly } = options;
-  if (isolationLevel !== undefined && !isolationLevels.includes(isolationLevel)) {
+  const { isolationLevel, onBegin, commitOn, acquireTimeoutMs, readOnly } = options;
+  if (isolationLevel !== undefined && typeof isolationLevel !== 'function' && !isIsolationLevel(isolationLevel)) {
     throw new TypeError(
-      `typeorm-session: option "transaction.isolationLevel" must be one of ${isolationLevels.join(', ')}, got ${JSON.stringify(isolationLevel)}`,
+      `typeorm-session: option "transaction.isolationLevel" must be one of ${isolationLevels.join(', ')} or a function of the request, got ${JSON.stringify(isolationLevel)}`,
     );
+  }
+  if (onBegin !== undefined && typeof onBegin !== 'function') {
+    throw new TypeError('typeorm-session: option "transaction.onBegin" must be a function (manager, request) => unknown');
   }
   if (commitOn !== undefined && typeof commitOn !== 'function') {
     throw new TypeError('typeorm-session: option "transaction.commitOn" must be a function (status) => boolean');
@@ -66,6 +93,7 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
   }
   return {
     isolationLevel,
+    onBegin,
     commitOn: commitOn ?? commitBelow400,
     acquireTimeoutMs: acquireTimeoutMs ?? 10_000,
     readOnly,

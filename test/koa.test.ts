@@ -1272,4 +1272,40 @@ describe('construction errors', () => {
     expect(txStatements()).toEqual([]);
     expect(await sessionRows()).toHaveLength(1);
   });
+
+  // Koa now models `transaction: false` like the other adapters, as a scope without a unit of work; with the
+  // scope's rule for transactional requests (a failed request's session write is skipped) this test fails.
+  test('transaction: false keeps the session change of a failed request, as koa-session does (nothing rolls back)', async () => {
+    const t = koaApp(
+      {
+        '/fail': (ctx) => {
+          session(ctx).n = 7;
+          throw new Error('the handler failed');
+        },
+        '/n': (ctx) => {
+          ctx.body = { n: session(ctx).n ?? null };
+        },
+      },
+      { transaction: false },
+      {
+        // Answers the failure itself, so the cookie koa-session set reaches the client.
+        before: [
+          async (ctx, next) => {
+            try {
+              await next();
+            } catch {
+              ctx.status = 500;
+              ctx.body = 'failed';
+            }
+          },
+        ],
+      },
+    );
+
+    const failed = await request(t.server).get('/fail').expect(500);
+    const next = await request(t.server).get('/n').set('Cookie', cookies(failed));
+
+    expect(next.body).toEqual({ n: 7 });
+    expect(await sessionRows()).toHaveLength(1);
+  });
 });

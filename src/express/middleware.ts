@@ -5,7 +5,7 @@ import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, requestScope, socketOf, requestScopeOptions } from '../unit-of-work/request-scope.js';
+import { attachScope, requestScope, socketOf, requestScopeOptions, scopeOf } from '../unit-of-work/request-scope.js';
 import { reporter } from '../reporter.js';
 import { forwardAsyncErrors } from './async-errors.js';
 import { equip, hasForeignSession } from './prototypes.js';
@@ -23,7 +23,7 @@ export interface SessionStoreOptions
   /** Secret(s) signing the session cookie, as in express-session: the first signs, all verify. Required. */
   secret: string | string[];
   /** The request's transaction; `false` turns it off (req.db is then absent). */
-  transaction?: TransactionOptions | false;
+  transaction?: TransactionOptions<Express.Request> | false;
 }
 
 export type SessionStoreMiddleware = ((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void) & {
@@ -67,6 +67,8 @@ export function sessionStore(options: SessionStoreOptions): SessionStoreMiddlewa
   const storeOptions: Record<string, unknown> = {};
   for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
   const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
+  // The store's statements find their request's scope (its transaction) through this.
+  store.findSitesWith(scopeOf);
 
   const config: SessionConfig = {
     store,

@@ -4,7 +4,7 @@ import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
 import { TypeormSessionStore } from '../store/store.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, equipPrototype, requestScope, requestScopeOptions } from '../unit-of-work/request-scope.js';
+import { attachScope, equipPrototype, requestScope, requestScopeOptions, scopeOf } from '../unit-of-work/request-scope.js';
 import { bindEmitter } from '../unit-of-work/context.js';
 import { failureBody, type Verdict } from '../unit-of-work/verdict.js';
 import { reporter } from '../reporter.js';
@@ -88,6 +88,8 @@ function install(app: FastifyInstance, options: FastifySessionStoreOptions): voi
     );
   }
   const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
+  // The store's statements find their request's scope (its transaction) through this.
+  store.findSitesWith(scopeOf);
   const config: FastifySessionConfig = { ...rules, store };
   const scopeOptions = requestScopeOptions(store, transaction, reporter(options.onError, debug));
   const stateOf = (request: FastifyRequest) => requestScope(request.raw) as FastifyRequestState | undefined;

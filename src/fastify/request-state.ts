@@ -58,7 +58,8 @@ export class FastifyRequestState extends RequestScope implements SessionFacts {
     readonly request: FastifyRequestLike,
     readonly reply: FastifyReplyLike,
   ) {
-    super(options, request.raw, reply.raw, undefined, request);
+    super(options, request.raw, reply.raw);
+    this.subject = request;
   }
 
   override status(): number {

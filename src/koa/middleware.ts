@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import koaSession from 'koa-session';
+import type { ParameterizedContext } from 'koa';
 import type { EntityManager } from 'typeorm';
 import createDebug from 'debug';
 import { MiddlewareOrderError } from '../errors.js';
@@ -7,7 +8,7 @@ import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.j
 import { TypeormSessionStore } from '../store/store.js';
 import type { LoadedState } from '../store/session-state.js';
 import { resolveTransactionOptions, type TransactionOptions } from '../transaction-options.js';
-import { attachScope, equipPrototype, RequestScope, requestScope, requestScopeOptions } from '../unit-of-work/request-scope.js';
+import { attachScope, equipPrototype, RequestScope, requestScope, requestScopeOptions, scopeOf } from '../unit-of-work/request-scope.js';
 import { failureBody, type Verdict } from '../unit-of-work/verdict.js';
 import { reporter } from '../reporter.js';
 import { bindEmitter } from '../unit-of-work/context.js';
@@ -43,7 +44,7 @@ export interface KoaSessionStoreOptions extends StoreOptions {
   beforeSave?: (ctx: any, session: any) => void;
   externalKey?: { get(ctx: any): string | undefined; set(ctx: any, value: string): void };
   /** The request's transaction; `false` turns it off (ctx.db is then absent). */
-  transaction?: TransactionOptions | false;
+  transaction?: TransactionOptions<ParameterizedContext> | false;
 }
 
 interface KoaApp {
@@ -92,6 +93,8 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
   const storeOptions: Record<string, unknown> = {};
   for (const name of storeOptionNames) if (options[name] !== undefined) storeOptions[name] = options[name];
   const store = new TypeormSessionStore(storeOptions as unknown as StoreOptions);
+  // The store's statements find their request's scope (its transaction) through this.
+  store.findSitesWith(scopeOf);
   const now = options.now ?? Date.now;
   const loadedBy = new WeakMap<object, { key: string; loaded: LoadedState }>();
 
@@ -127,17 +130,20 @@ export function koaSessionStore(app: KoaApp, options: KoaSessionStoreOptions): K
     // Before the request's transaction can exist (see the Express adapter).
     if (!store.isReady) await store.ready();
     (ctx as unknown as Record<symbol, unknown>)[KOA_CONTROL] = { store, currentKey: () => loadedBy.get(ctx)?.key };
-    if (!transaction) return session(ctx, next);
 
-    const scope = new RequestScope(scopeOptions, ctx.req, ctx.res, () => ctx.status, ctx);
+    // With `transaction: false` too: the scope then has no unit of work and keeps every session write.
+    const scope = new RequestScope(scopeOptions, ctx.req, ctx.res, () => ctx.status);
+    scope.subject = ctx;
     attachScope(ctx.req, scope);
-    // Koa writes the response only after the middleware chain has settled: any 'close' before that is an abort.
-    ctx.res.once('close', () => {
-      if (!ctx.res.writableFinished) scope.clientGone();
-    });
-    // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where
-    // currentManager() would find no request; keep them in this request's scope, as the Express adapter does.
-    bindEmitter(ctx.req, scope.root);
+    if (transaction) {
+      // Koa writes the response only after the middleware chain has settled: any 'close' before that is an abort.
+      ctx.res.once('close', () => {
+        if (!ctx.res.writableFinished) scope.clientGone();
+      });
+      // Listeners a callback-style body parser adds to ctx.req run in the socket's async context, where
+      // currentManager() would find no request; keep them in this request's scope, as the Express adapter does.
+      bindEmitter(ctx.req, scope.root);
+    }
 
     try {
       await scope.run(() =>

@@ -1,5 +1,6 @@
 import { Store, type SessionData } from 'express-session';
 import type { DataSource } from 'typeorm';
+import { performance } from 'node:perf_hooks';
 import createDebug from 'debug';
 import { settle, type Callback } from '../callback.js';
 import {
@@ -16,7 +17,8 @@ import { registerEntity } from './register.js';
 import { compileStatements, leaseTableStatement, type Statements } from './statements.js';
 import { ensureTable } from './table.js';
 import { PruneTimer, pruneInBatches } from './pruner.js';
-import { requestScope, scopeOf } from '../unit-of-work/request-scope.js';
+import { noSite, type SiteFinder } from './statement-site.js';
+import { storeChannel, traced, type StoreTrace } from '../tracing.js';
 import {
   bind,
   dialectFor,
@@ -59,6 +61,7 @@ export class TypeormSessionStore extends Store {
   private readonly cipher: SessionCipher | undefined;
   private closed = false;
   private readyDone = false;
+  private siteOf: SiteFinder = noSite;
 
   constructor(options: StoreOptions) {
     super();
@@ -90,6 +93,14 @@ export class TypeormSessionStore extends Store {
 
   get dataSource(): DataSource {
     return this.options.dataSource;
+  }
+
+  /**
+   * How this store finds the request a call belongs to (for adapters: the one that made the store calls this
+   * once). Without it, every statement runs on the store's own connections.
+   */
+  findSitesWith(finder: SiteFinder): void {
+    this.siteOf = finder;
   }
 
   // ---- express-session Store interface -------------------------------------------------------------------
@@ -145,9 +156,9 @@ export class TypeormSessionStore extends Store {
    * request and never saved has no row, so nothing is deleted for it: a login is one statement, not two.
    */
   override regenerate(req: Parameters<Store['regenerate']>[0], callback: (err?: unknown) => void): void {
-    const scope = requestScope(req);
+    const site = this.siteOf(req);
     const id = (req as { sessionID?: string }).sessionID;
-    if (scope !== undefined && typeof id === 'string' && scope.isUnsaved(id)) {
+    if (site !== undefined && typeof id === 'string' && site.isUnsaved(id)) {
       debug('regenerate of a session id made in this request and never saved: nothing to delete');
       (this as unknown as { generate(req: unknown): void }).generate(req);
       callback();
@@ -323,17 +334,35 @@ export class TypeormSessionStore extends Store {
 
   /** One statement on the pool, outside any request scope, errors wrapped. */
   private async maintenance(operation: string, statement: Statement, values: Params): Promise<QueryOutcome> {
-    const scope = scopeOf(undefined);
-    if (driverDialect(this.dialect).singleConnection && scope?.joins(this.options.dataSource)) {
+    if (driverDialect(this.dialect).singleConnection && this.siteOf(undefined)?.routeOf(this.options.dataSource, false) === 'join') {
       // SQLite's one connection is held by this request's transaction until the request ends: waiting for
       // our turn on it would deadlock, so there the prune can only join that transaction.
       return this.query(operation, statement, values);
     }
     try {
-      return await this.execute(statement, bind(statement, values));
+      return await traced(storeChannel, () => this.trace(operation, values, false), () => this.execute(statement, bind(statement, values)));
     } catch (cause) {
       throw storeQueryError(this.dialect, operation, statement, cause);
     }
+  }
+
+  /** What a tracing subscriber hears of a statement: never an id, only its digest's short tag. */
+  private trace(operation: string, values: Params, joined: boolean): StoreTrace {
+    const id = values.id;
+    return { operation, table: this.tableName, tag: typeof id === 'string' ? logTag(id) : undefined, joined };
+  }
+
+  /**
+   * For readiness probes: one cheap query on the store's own connections, outside any request. Resolves
+   * with whether the session table exists and how long the round trip took; rejects with StoreQueryError
+   * when the database does not answer.
+   */
+  async ping(): Promise<StorePing> {
+    if (this.closed) throw new StoreClosedError();
+    const started = performance.now();
+    const { records } = await this.maintenance('ping', this.statements.exists, {});
+    const found = (records[0] as { found?: unknown } | undefined)?.found;
+    return { table: found === true || Number(found) > 0, latencyMs: performance.now() - started };
   }
 
   /** Counts for operators: live sessions, expired rows waiting for a prune, and the users with most sessions. */
@@ -405,7 +434,7 @@ export class TypeormSessionStore extends Store {
     };
     if (!loaded) {
       // From here on a row may exist for this id, so a later destroy must really delete.
-      scopeOf(session)?.noteSaved(sid);
+      this.siteOf(requestOf(session))?.noteSaved(sid);
       const cap = this.options.maxSessionsPerUser;
       if (cap === undefined || values.userId === null) {
         await this.query('set', this.statements.upsert, values, session);
@@ -436,8 +465,7 @@ export class TypeormSessionStore extends Store {
     );
     if (this.options.onConflict === 'reject') {
       // The request must not answer as if its session change had been kept.
-      const scope = scopeOf(session);
-      if (scope) scope.sessionFailure ??= conflict;
+      this.siteOf(requestOf(session))?.writeFailed(conflict);
       throw conflict;
     }
     this.report(conflict);
@@ -463,7 +491,7 @@ export class TypeormSessionStore extends Store {
   }
 
   private async erase(sid: string | string[]): Promise<void> {
-    if (typeof sid === 'string' && scopeOf()?.isUnsaved(sid)) {
+    if (typeof sid === 'string' && this.siteOf(undefined)?.isUnsaved(sid)) {
       debug('destroy of a session id generated in this request and never saved: nothing to delete');
       return;
     }
@@ -602,19 +630,20 @@ export class TypeormSessionStore extends Store {
    */
   private async atomically(operation: string, steps: Step[], session?: unknown): Promise<void> {
     if (!this.readyDone) await this.ready();
-    const scope = scopeOf(session);
-    if (scope !== undefined && (scope.joins(this.options.dataSource) || (scope.ending && !scope.willCommit()))) {
+    const site = this.siteOf(requestOf(session));
+    // Joined or skipped, each statement goes its own way through query(), all the same way.
+    if (site !== undefined && site.routeOf(this.options.dataSource, true) !== 'own') {
       for (const [statement, values] of steps) await this.query(operation, statement, values, session);
       return;
     }
     const bound = steps.map(([statement, values]) => ({ statement, parameters: bind(statement, values) }));
     try {
-      await inShortTransaction(this.options.dataSource, this.dialect, bound);
+      await traced(storeChannel, () => this.trace(operation, steps[0]![1], false), () => inShortTransaction(this.options.dataSource, this.dialect, bound));
     } catch (cause) {
       const error = new StoreQueryError(`typeorm-session: session ${operation} failed`, {
-        cause: scope ? scope.causeOf(cause) : cause,
+        cause: site ? site.causeOf(cause) : cause,
       });
-      if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
+      if (site && WRITES.has(operation)) site.writeFailed(error);
       throw error;
     }
   }
@@ -626,28 +655,31 @@ export class TypeormSessionStore extends Store {
    */
   private async query(operation: string, statement: Statement, values: Params, session?: unknown): Promise<QueryOutcome> {
     if (!this.readyDone) await this.ready();
-    const scope = scopeOf(session);
+    const site = this.siteOf(requestOf(session));
+    const write = WRITES.has(operation);
+    const route = site === undefined ? 'own' : site.routeOf(this.options.dataSource, write);
     const parameters = bind(statement, values);
+    if (route === 'skip') {
+      debug('%s skipped: the request is rolling back', operation);
+      return { records: [], affected: 0 };
+    }
     try {
-      if (scope !== undefined && scope.joins(this.options.dataSource)) {
-        scope.sessionJoined = true;
-        return await scope.unitOfWork.query(statement.sql, parameters);
-      }
-      if (scope && scope.ending && WRITES.has(operation) && !scope.willCommit()) {
-        scope.sessionDiscarded = true;
-        debug('%s skipped: the request is rolling back', operation);
-        return { records: [], affected: 0 };
-      }
-      return await this.execute(statement, parameters);
+      const run = route === 'join' ? () => site!.runJoined(statement.sql, parameters) : () => this.execute(statement, parameters);
+      return await traced(storeChannel, () => this.trace(operation, values, route === 'join'), run);
     } catch (cause) {
-      const error = storeQueryError(this.dialect, operation, statement, scope ? scope.causeOf(cause) : cause);
-      if (scope && WRITES.has(operation)) scope.sessionFailure ??= error;
+      const error = storeQueryError(this.dialect, operation, statement, site ? site.causeOf(cause) : cause);
+      if (site && write) site.writeFailed(error);
       throw error;
     }
   }
 }
 
 const WRITES = new Set(['set', 'touch', 'destroy']);
+
+/** The request express-session ties a session object to (a Koa session's data has none). */
+function requestOf(session: unknown): unknown {
+  return (session as { req?: unknown } | null | undefined)?.req;
+}
 
 type Step = [Statement, Params];
 
@@ -672,6 +704,13 @@ export interface SessionInfo {
   expiresAt: Date;
   /** The session's `metadataField` value (for example `{ userAgent, ip }` recorded at sign-in), or null. */
   metadata: unknown;
+}
+
+export interface StorePing {
+  /** Whether the session table exists. */
+  table: boolean;
+  /** The round trip, in milliseconds. */
+  latencyMs: number;
 }
 
 export interface StoreStats {

@@ -29,6 +29,11 @@ export function runInFrame<T>(frame: ScopeFrame, fn: () => T): T {
   return storage.run(frame, fn);
 }
 
+/** Runs `fn` outside every request's frame (currentManager() then finds none). */
+export function outsideFrames<T>(fn: () => T): T {
+  return storage.exit(fn);
+}
+
 export function currentFrame(): ScopeFrame | undefined {
   return storage.getStore();
 }

@@ -2,10 +2,14 @@ import type { DataSource, EntityManager } from 'typeorm';
 import createDebug from 'debug';
 import { driverDialect, type DialectName, type DriverDialect, type IsolationLevel } from '../dialects/index.js';
 import type { ResolvedTransactionOptions } from '../transaction-options.js';
+import type { StatementSite } from '../store/statement-site.js';
+import type { QueryOutcome } from '../dialects/index.js';
 import { currentFrame, runInFrame, type ScopeFrame } from './context.js';
 import { UnitOfWork, type Outcome } from './unit-of-work.js';
 import { NoRequestScopeError, SessionSaveError, type TypeormSessionError } from '../errors.js';
 import { DROP_COOKIE, failureStatus, KEEP_COOKIE, type Verdict } from './verdict.js';
+import { OutcomeHooks, type OutcomeHook } from './outcome-hooks.js';
+import { isIsolationLevel, isolationLevelError } from '../transaction-options.js';
 
 const debug = createDebug('typeorm-session:request');
 
@@ -14,7 +18,8 @@ export interface RequestScopeOptions {
   dialect: DriverDialect;
   /** False when the middleware runs with `transaction: false`: sessions only, no unit of work. */
   transactional: boolean;
-  isolationLevel: IsolationLevel | undefined;
+  isolationLevel: ResolvedTransactionOptions['isolationLevel'];
+  onBegin: ResolvedTransactionOptions['onBegin'];
   acquireTimeoutMs: number;
   /** Which requests run their transaction READ ONLY on a replica (`transaction.readOnly`). */
   readOnly: ((request: unknown) => boolean) | undefined;
@@ -38,6 +43,7 @@ export function requestScopeOptions(
     dialect: driverDialect(store.dialect),
     transactional: transaction !== undefined,
     isolationLevel: transaction?.isolationLevel,
+    onBegin: transaction?.onBegin,
     acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
     readOnly: transaction?.readOnly,
     commitOn: transaction?.commitOn ?? alwaysCommit,
@@ -52,7 +58,7 @@ const alwaysCommit = () => true;
  * transaction (made on first use), and what happened to the session writes made inside it. One per request,
  * so it holds no closures: the options object is the app's, shared by all its requests.
  */
-export class RequestScope implements ScopeFrame {
+export class RequestScope implements ScopeFrame, StatementSite {
   /** The response is being finished: session writes arriving now are the request's last ones. */
   ending = false;
   /** A session write failed; the response must not claim success. */
@@ -63,6 +69,12 @@ export class RequestScope implements ScopeFrame {
   sessionJoined = false;
   /** The request failed whatever its status will say: it threw, or the client went away before the end. */
   failed = false;
+  /** rollbackOnly() was called: roll back, and keep no session change, whatever the status. */
+  rollbackOnly = false;
+  /** What the app's per-request functions receive: Express's req, Koa's ctx, Fastify's request. */
+  subject: unknown;
+  /** afterCommit()/afterRollback() hooks, made on first registration. */
+  private hooks: OutcomeHooks | undefined = undefined;
   private work: UnitOfWork | undefined = undefined;
   /** The request ended without a transaction: one asked for later is born closed. */
   private workOver = false;
@@ -78,9 +90,9 @@ export class RequestScope implements ScopeFrame {
     readonly res: object,
     /** Reads the status the response will have; Koa passes one, Express overrides status(). */
     private readonly statusOf?: () => number,
-    /** The request as the app's code sees it (Koa's ctx, Fastify's request): what `transaction.readOnly` is given. */
-    readonly appRequest: object = req,
-  ) {}
+  ) {
+    this.subject = req;
+  }
 
   /** The frame the request's code runs in (nested scopes get frames of their own). */
   get root(): ScopeFrame {
@@ -106,7 +118,7 @@ export class RequestScope implements ScopeFrame {
     if (this.work) return this.work;
     const o = this.options;
     const readOnly = this.readOnly();
-    this.work = new UnitOfWork(o.dataSource, o.dialect, { isolationLevel: o.isolationLevel, acquireTimeoutMs: o.acquireTimeoutMs, readOnly }, this);
+    this.work = new UnitOfWork(o.dataSource, o.dialect, { acquireTimeoutMs: o.acquireTimeoutMs, readOnly }, this);
     if (this.workOver) this.work.finishIfUnused();
     return this.work;
   }
@@ -120,7 +132,7 @@ export class RequestScope implements ScopeFrame {
   private readOnly(): boolean {
     const decide = this.options.readOnly;
     if (decide === undefined || !this.options.dataSource.driver.isReplicated) return false;
-    const answer: unknown = decide(this.appRequest);
+    const answer: unknown = decide(this.subject);
     if (typeof answer !== 'boolean') {
       throw new TypeError(`typeorm-session: option "transaction.readOnly" must return a boolean, got ${typeof answer}`);
     }
@@ -141,6 +153,30 @@ export class RequestScope implements ScopeFrame {
   transactionBegan(): void {}
 
   /**
+   * The isolation level to BEGIN with: `transaction.isolationLevel` (or what its function answers for this
+   * request), else the DataSource's own `isolationLevel` (TypeORM 1.x), else the database's default.
+   */
+  isolationLevel(): IsolationLevel | undefined {
+    const chosen = this.options.isolationLevel;
+    const level = typeof chosen === 'function' ? chosen(this.subject) : chosen;
+    if (level !== undefined && !isIsolationLevel(level)) throw isolationLevelError(level);
+    if (level !== undefined) return level;
+    const fromDataSource = (this.options.dataSource.options as { isolationLevel?: unknown }).isolationLevel;
+    return isIsolationLevel(fromDataSource) ? fromDataSource : undefined;
+  }
+
+  /** `transaction.onBegin`, on the transaction just begun; undefined when there is none. */
+  afterBegin(manager: () => EntityManager): unknown {
+    const onBegin = this.options.onBegin;
+    return onBegin === undefined ? undefined : onBegin(manager(), this.subject);
+  }
+
+  /** Registers a hook run once the request's transaction has ended that way (see outcome-hooks.ts). */
+  addOutcomeHook(on: 'commit' | 'rollback', hook: OutcomeHook): void {
+    (this.hooks ??= new OutcomeHooks()).add(on, hook);
+  }
+
+  /**
    * True when a statement of the store can join this request's open transaction on `dataSource`. Never a
    * read-only one: it is on a replica, where a session read could miss a login the primary has (replication
    * lag) and a session write is refused; the store's own statements go to the primary instead.
@@ -148,6 +184,27 @@ export class RequestScope implements ScopeFrame {
   joins(dataSource: DataSource): boolean {
     const work = this.work;
     return work !== undefined && work.isOpen && work.dataSource === dataSource && !work.readOnly;
+  }
+
+  /**
+   * Where a store statement of this request runs: in the open transaction (the session then shares its
+   * fate), nowhere (a session write at the end of a request that rolls back), or on the store's own pool.
+   */
+  routeOf(dataSource: DataSource, write: boolean): 'join' | 'skip' | 'own' {
+    if (this.joins(dataSource)) {
+      this.sessionJoined = true;
+      return 'join';
+    }
+    if (write && this.ending && !this.keepSessionWrite()) return 'skip';
+    return 'own';
+  }
+
+  runJoined(sql: string, parameters: unknown[]): Promise<QueryOutcome> {
+    return this.unitOfWork.query(sql, parameters);
+  }
+
+  writeFailed(error: unknown): void {
+    this.sessionFailure ??= error;
   }
 
   /** The original error behind a failed statement of this request. */
@@ -161,16 +218,28 @@ export class RequestScope implements ScopeFrame {
    */
   finishUnitOfWork(commit: boolean): Promise<Outcome> | undefined {
     const work = this.work;
-    if (work === undefined) {
+    if (work === undefined || work.finishIfUnused()) {
       this.workOver = true;
+      // Nothing was sent: nothing to wait for, and the hooks follow the decision.
+      this.hooks?.settle(commit ? 'committed' : 'rolled back', this.options.report);
       return undefined;
     }
-    return work.finishIfUnused() ? undefined : work.finish(commit);
+    const finishing = work.finish(commit);
+    if (this.hooks !== undefined) {
+      const hooks = this.hooks;
+      const report = this.options.report;
+      finishing.then(
+        (outcome) => hooks.settle(outcome === 'none' ? (commit ? 'committed' : 'rolled back') : outcome, report),
+        // A COMMIT whose connection died may or may not have committed: neither kind of hook may run.
+        (error: { outcomeUnknown?: boolean }) => hooks.settle(error?.outcomeUnknown ? 'unknown' : 'rolled back', report),
+      );
+    }
+    return finishing;
   }
 
   /** What the request will do with its transaction, as things stand now. */
   willCommit(): boolean {
-    return !this.failed && this.sessionFailure === undefined && this.options.commitOn(this.status());
+    return !this.failed && !this.rollbackOnly && this.sessionFailure === undefined && this.options.commitOn(this.status());
   }
 
   /**
@@ -231,9 +300,13 @@ export class RequestScope implements ScopeFrame {
     this.finishUnitOfWork(false)?.catch((error: TypeormSessionError) => this.options.report(error));
   }
 
-  /** Whether a session write at the end of the request is kept: not when it rolls back (the client keeps its cookie). */
+  /**
+   * Whether a session write at the end of the request is kept: not when the request rolls back (the client
+   * keeps its cookie). Without a unit of work (`transaction: false`) nothing rolls back, and the session is
+   * saved as express-session and koa-session save it, whatever the request's fate.
+   */
   keepSessionWrite(): boolean {
-    if (this.willCommit()) return true;
+    if (!this.options.transactional || this.willCommit()) return true;
     this.sessionDiscarded = true;
     debug('session write skipped: the request is rolling back');
     return false;
@@ -259,7 +332,7 @@ export class RequestScope implements ScopeFrame {
 
   /** Commits now (before streaming a response); later queries are rejected. */
   async commit(): Promise<void> {
-    await this.unitOfWork.finish(this.willCommit());
+    await this.finishUnitOfWork(this.willCommit());
   }
 }
 
@@ -381,11 +454,10 @@ export function responseScope(res: { socket?: unknown; req?: unknown }): Request
 
 /** A frame of this module's making: every frame in the async context is a RequestScope's or a child of one. */
 type RequestFrame = ScopeFrame & { readonly scope: RequestScope };
-const requestFrame = () => currentFrame() as RequestFrame | undefined;
+export const requestFrame = () => currentFrame() as RequestFrame | undefined;
 
-/** The scope a store call belongs to: from the session's request when there is one, else the async context. */
-export function scopeOf(session?: unknown): RequestScope | undefined {
-  const req = (session as { req?: unknown } | null | undefined)?.req;
+/** The scope a store call belongs to: the request's when the call names one, else the async context's. */
+export function scopeOf(req: unknown): RequestScope | undefined {
   return (req === undefined ? undefined : requestScope(req)) ?? requestFrame()?.scope;
 }
 

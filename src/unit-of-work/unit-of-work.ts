@@ -1,22 +1,27 @@
 import type { EventEmitter } from 'node:events';
 import { QueryFailedError, type DataSource, type EntityManager, type QueryRunner } from 'typeorm';
 import createDebug from 'debug';
-import { CommitError, TransactionClosedError } from '../errors.js';
+import { CommitError, TransactionClosedError, TransactionHookError } from '../errors.js';
+import { traced, transactionChannel, type TransactionTrace } from '../tracing.js';
 import type { DriverDialect, IsolationLevel } from '../dialects/index.js';
 import { errorHeardOn, hearErrors, hearPoolErrors, isConnectionLost, isSymptomOfDeath } from '../connection-errors.js';
 
 const debug = createDebug('typeorm-session:transaction');
 
 export interface UnitOfWorkOptions {
-  isolationLevel: IsolationLevel | undefined;
   acquireTimeoutMs: number;
   /** READ ONLY, on one of the DataSource's replicas (TypeORM's slave query runner). */
   readOnly?: boolean;
 }
 
-/** Told when the transaction begins, so the framework glue can start watching for a client abort. */
+/** The request the transaction belongs to, as the unit of work needs it. */
 export interface UnitOfWorkOwner {
+  /** The transaction begins, so the framework glue can start watching for a client abort. */
   transactionBegan(): void;
+  /** The level to BEGIN with (undefined: the database's default). May throw for a bad answer of the app's. */
+  isolationLevel(): IsolationLevel | undefined;
+  /** The app's `transaction.onBegin` on the transaction just begun (undefined when there is none). */
+  afterBegin(manager: () => EntityManager): unknown;
 }
 
 type QueryFn = (this: QueryRunner, sql: string, parameters?: unknown[], structured?: boolean) => Promise<any>;
@@ -55,6 +60,8 @@ export class UnitOfWork {
   private ending: Promise<Outcome> | undefined = undefined;
   private detach: (() => void) | undefined = undefined;
   private brokenBy: unknown = undefined;
+  /** BEGIN succeeded: from here on the end must roll back even if the rest of begin() failed. */
+  private beginSent = false;
 
   constructor(
     readonly dataSource: DataSource,
@@ -159,7 +166,8 @@ export class UnitOfWork {
   private async begin(): Promise<void> {
     const runner = this.runner!;
     hearPoolErrors(this.dataSource.driver);
-    await this.driver.take(runner, this.dataSource, this.options.acquireTimeoutMs);
+    const isolationLevel = this.owner?.isolationLevel();
+    await traced(transactionChannel, () => this.trace('acquire'), () => this.driver.take(runner, this.dataSource, this.options.acquireTimeoutMs));
     this.connected = true;
     // Keep the connection's own error: after a backend is killed, TypeORM releases the runner and later
     // calls fail with "query runner already released", which hides the real cause.
@@ -175,9 +183,34 @@ export class UnitOfWork {
         if (this.connectionError === undefined) (connection as unknown as EventEmitter).removeListener('error', onError);
       };
     }
-    for (const statement of this.driver.beginStatements(this.options.isolationLevel, this.readOnly)) {
-      await this.control(statement);
+    await traced(transactionChannel, () => this.trace('begin', isolationLevel), async () => {
+      for (const statement of this.driver.beginStatements(isolationLevel, this.readOnly)) await this.control(statement);
+    });
+    this.beginSent = true;
+    try {
+      const hook = this.owner?.afterBegin(() => this.directManager());
+      if (hook !== undefined) await hook;
+    } catch (cause) {
+      throw new TransactionHookError('onBegin', 'typeorm-session: transaction.onBegin failed; the request transaction was not used', { cause });
     }
+  }
+
+  private trace(phase: TransactionTrace['phase'], isolationLevel?: IsolationLevel): TransactionTrace {
+    return { phase, database: this.driver.name, isolationLevel };
+  }
+
+  /**
+   * A manager on this transaction's connection whose statements skip the wait for BEGIN (onBegin runs as
+   * part of it: through the request's own manager its statements would wait for themselves).
+   */
+  private directManager(): EntityManager {
+    const runner = this.runner!;
+    const base = this.baseQuery!;
+    const direct = Object.create(runner) as QueryRunner;
+    direct.query = ((sql: string, parameters?: unknown[], structured?: boolean) => base.call(runner, sql, parameters, structured)) as QueryRunner['query'];
+    // As DataSource.createQueryRunner() gives a runner its manager.
+    Object.assign(direct, { manager: this.dataSource.createEntityManager(direct) });
+    return direct.manager;
   }
 
   /**
@@ -251,10 +284,15 @@ export class UnitOfWork {
         () => true,
         () => false,
       );
-      if (!began) return 'none';
+      if (!began) {
+        // BEGIN went through and what followed it (onBegin) failed: the transaction is open on the connection.
+        if (!this.beginSent || this.brokenBy !== undefined) return 'none';
+        await this.rollback();
+        return 'rolled back';
+      }
       if (commit) {
         try {
-          await this.control('COMMIT');
+          await traced(transactionChannel, () => this.trace('commit'), () => this.control('COMMIT'), (c) => (c.outcome = 'committed'));
           return 'committed';
         } catch (err) {
           const cause = this.realCause(err);
@@ -284,7 +322,7 @@ export class UnitOfWork {
 
   private async rollback(): Promise<void> {
     try {
-      await this.control('ROLLBACK');
+      await traced(transactionChannel, () => this.trace('rollback'), () => this.control('ROLLBACK'), (c) => (c.outcome = 'rolled back'));
     } catch (err) {
       // The connection may still be inside the transaction: it must not go back to the pool as it is.
       this.brokenBy = this.realCause(err);

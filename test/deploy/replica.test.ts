@@ -74,7 +74,7 @@ async function expressApp(options: Options): Promise<AdapterApp> {
     secret: 'replica',
     tableName: options.tableName,
     pruneInterval: false,
-    transaction: { isolationLevel: options.isolationLevel, readOnly: (req) => readOnlyPath(req.path) },
+    transaction: { isolationLevel: options.isolationLevel, readOnly: (req: express.Request) => readOnlyPath(req.path) },
   });
   app.use(middleware);
   const session = (req: express.Request) => req.session as unknown as { user?: string; views?: number };

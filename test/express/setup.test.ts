@@ -139,6 +139,27 @@ describe('options', () => {
     expect(ctx.log.matching(/^(START TRANSACTION|BEGIN)/)).toEqual([]);
   });
 
+  // The rule is RequestScope.keepSessionWrite(), shared with Koa and Fastify (koa.test.ts has the same test,
+  // which fails when a failed request's session write is skipped without a unit of work).
+  test('transaction: false keeps the session change of a failed request, as express-session does (nothing rolls back)', async () => {
+    const app = ctx.app(
+      (a) => {
+        a.post('/fail', (req, _res, next) => {
+          (req.session as unknown as Record<string, unknown>).n = 7;
+          next(new Error('the handler failed'));
+        });
+        a.get('/n', (req, res) => void res.json({ n: (req.session as unknown as Record<string, unknown>).n ?? null }));
+      },
+      { transaction: false },
+    );
+
+    const failed = await request(app).post('/fail').expect(500);
+    const next = await request(app).get('/n').set('Cookie', cookieOf(failed.headers['set-cookie']));
+
+    expect(next.body).toEqual({ n: 7 });
+    expect(await count(ctx, 'sessions')).toBe(1);
+  });
+
   test('transaction: false runs listeners added to the request in no request frame (there is nothing to find)', async () => {
     const frames: unknown[] = [];
     const app = ctx.app(
