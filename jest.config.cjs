@@ -28,6 +28,9 @@ module.exports = {
     ...(process.env.TEST_DB === 'sqlite' ? ['/test/deploy/cluster\\.test\\.ts$'] : []),
     // PgBouncer's own tests run in the configuration that starts one (TEST_PGBOUNCER; scripts/test.mjs).
     ...(process.env.TEST_PGBOUNCER ? [] : ['/test/deploy/pgbouncer\\.test\\.ts$']),
+    // The read replica's test makes its own primary and replica from PostgreSQL's programs in TEST_REPLICA_BIN,
+    // which npm test sets in one configuration (scripts/test.mjs).
+    ...(process.env.TEST_REPLICA_BIN ? [] : ['/test/deploy/replica\\.test\\.ts$']),
   ],
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],

@@ -10,6 +10,8 @@
 //   mysql     typeorm 0.3  express 4  koa 2    when MYSQL_URL is set
 //   embedded PostgreSQL 18, typeorm 1.x        when DATABASE_URL is set too (CI), so both servers are covered
 //   the Express suite through PgBouncer        when TEST_PGBOUNCER names pgbouncer's binary (CI sets it)
+// The first configuration also runs the read replica's test (a primary and a pg_basebackup replica it makes
+// itself) when PostgreSQL's server programs are found (scripts/postgres-programs.mjs); in CI their absence fails.
 // PostgreSQL is DATABASE_URL, or an embedded PostgreSQL 18 the test setup starts when it is unset.
 // TEST_MATRIX=quick runs only the first configuration. The browser suite (test/browser.test.ts) runs in the
 // first configuration only (TEST_BROWSER=0 leaves it out of the others).
@@ -24,6 +26,7 @@ import { readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import chromium from './chromium.cjs';
+import { findReplicaPrograms, missingReplicaProgramsMessage } from './postgres-programs.mjs';
 import { currentMajor, nodeBinary, sqliteAddonFor, versionOf } from './node-versions.mjs';
 
 const { findChromium, isCI, missingChromiumMessage } = chromium;
@@ -47,8 +50,13 @@ const EXTRA_NODE_SUITES = [
   'test/koa.test.ts', 'test/fastify.test.ts', 'test/sqlite-memory.test.ts', 'test/faults.test.ts',
 ];
 
+const replicaPrograms = findReplicaPrograms();
 const baseConfigurations = [
-  { label: 'postgres, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'postgres', ...modern }, args: [] },
+  {
+    label: 'postgres, typeorm 1.x, express 5, koa 3',
+    env: { TEST_DB: 'postgres', ...modern, ...(replicaPrograms ? { TEST_REPLICA_BIN: replicaPrograms } : {}) },
+    args: [],
+  },
   { label: 'postgres, typeorm 0.3, express 4, koa 2 (--detectOpenHandles)', env: { TEST_DB: 'postgres', ...older, TEST_BROWSER: '0' }, args: inBand },
   { label: 'sqlite, typeorm 1.x, express 5, koa 3', env: { TEST_DB: 'sqlite', ...modern }, args: [] },
   { label: 'sqlite, typeorm 0.3, express 4, koa 2', env: { TEST_DB: 'sqlite', ...older }, args: [] },
@@ -119,6 +127,8 @@ function jest({ label: name, env, args, node }) {
   // TEST_PGBOUNCER turns on the PgBouncer configuration only: set in the jest run of any other, it would put
   // PgBouncer in front of that configuration's database too.
   if (!env.TEST_PGBOUNCER) delete childEnv.TEST_PGBOUNCER;
+  // Likewise the replica test runs in one configuration only.
+  if (!env.TEST_REPLICA_BIN) delete childEnv.TEST_REPLICA_BIN;
   let binary;
   try {
     binary = nodeBinary(node);
@@ -165,6 +175,10 @@ function jest({ label: name, env, args, node }) {
 }
 
 step('build', process.execPath, ['scripts/build.mjs']);
+if (!replicaPrograms && isCI()) {
+  failed++;
+  failures.push(`CI: ${missingReplicaProgramsMessage()}`);
+}
 step('no import cycle in src', process.execPath, ['scripts/check-cycles.mjs']);
 step('type-check src, tests and examples', process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'test/tsconfig.json', '--noEmit']);
 for (const configuration of configurations) jest(configuration);
@@ -175,6 +189,7 @@ if (existsSync('dist/cjs/index.js')) {
 
 // jest.config.cjs leaves the browser suite out when there is no Chromium (outside CI); say so plainly.
 if (!findChromium() && !isCI()) process.stdout.write(`\n${missingChromiumMessage()}\n`);
+if (!replicaPrograms && !isCI()) process.stdout.write(`\n${missingReplicaProgramsMessage()}\n`);
 if (failures.length) process.stdout.write(`\nFailed:\n- ${failures.join('\n- ')}\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
 process.exitCode = failed === 0 && passed > 0 ? 0 : 1;

@@ -22,6 +22,14 @@ export interface TransactionOptions<Req = any> {
   commitOn?: (status: number) => boolean;
   /** Milliseconds a request waits for a pool connection before failing with 503. Default `10000`. */
   acquireTimeoutMs?: number;
+  /**
+   * Which requests run their transaction READ ONLY on a read replica (TypeORM's `replication.slaves`).
+   * Called once per request, when its transaction is first used, with the request (Express's req, Koa's ctx,
+   * Fastify's request); must return a boolean. The session itself is still read and written on the primary.
+   * Not called on a DataSource without `replication` (SQLite has none). Default: no request. A method, so a
+   * function declared for a framework's fuller request type (Express's `Request`) is accepted.
+   */
+  readOnly?(request: Req): boolean;
 }
 
 export interface ResolvedTransactionOptions {
@@ -29,10 +37,11 @@ export interface ResolvedTransactionOptions {
   onBegin: ((manager: EntityManager, request: any) => unknown) | undefined;
   commitOn: (status: number) => boolean;
   acquireTimeoutMs: number;
+  readOnly: ((request: any) => boolean) | undefined;
 }
 
 const isolationLevels: readonly IsolationLevel[] = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'];
-const names = ['isolationLevel', 'onBegin', 'commitOn', 'acquireTimeoutMs'];
+const names = ['isolationLevel', 'onBegin', 'commitOn', 'acquireTimeoutMs', 'readOnly'];
 
 export function isIsolationLevel(value: unknown): value is IsolationLevel {
   return isolationLevels.includes(value as IsolationLevel);
@@ -57,7 +66,7 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
   for (const key of Object.keys(options)) {
     if (!names.includes(key)) throw new TypeError(`typeorm-session: unknown option "transaction.${key}"`);
   }
-  const { isolationLevel, onBegin, commitOn, acquireTimeoutMs } = options;
+  const { isolationLevel, onBegin, commitOn, acquireTimeoutMs, readOnly } = options;
   if (isolationLevel !== undefined && typeof isolationLevel !== 'function' && !isIsolationLevel(isolationLevel)) {
     throw new TypeError(
       `typeorm-session: option "transaction.isolationLevel" must be one of ${isolationLevels.join(', ')} or a function of the request, got ${JSON.stringify(isolationLevel)}`,
@@ -68,6 +77,11 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
   }
   if (commitOn !== undefined && typeof commitOn !== 'function') {
     throw new TypeError('typeorm-session: option "transaction.commitOn" must be a function (status) => boolean');
+  }
+  if (readOnly !== undefined && typeof readOnly !== 'function') {
+    throw new TypeError(
+      `typeorm-session: option "transaction.readOnly" must be a function (request) => boolean, got ${JSON.stringify(readOnly) ?? typeof readOnly}`,
+    );
   }
   if (
     acquireTimeoutMs !== undefined &&
@@ -82,5 +96,6 @@ export function resolveTransactionOptions(value: unknown): ResolvedTransactionOp
     onBegin,
     commitOn: commitOn ?? commitBelow400,
     acquireTimeoutMs: acquireTimeoutMs ?? 10_000,
+    readOnly,
   };
 }

@@ -30,8 +30,8 @@ export interface DriverDialect {
   isRetryable(err: unknown): boolean;
   /** A named prepared statement went missing under the connection (a pooler in transaction mode). */
   isLostPreparedStatement(err: unknown): boolean;
-  /** The statements that open a request's transaction. */
-  beginStatements(isolation?: IsolationLevel): string[];
+  /** The statements that open a request's transaction; `readOnly`: READ ONLY, on a replica (never on SQLite). */
+  beginStatements(isolation?: IsolationLevel, readOnly?: boolean): string[];
   /**
    * True when the DataSource has one connection that request transactions hold until their end (SQLite):
    * a store statement made inside such a request cannot wait for its turn, it can only join.
@@ -41,8 +41,8 @@ export interface DriverDialect {
   executor(dataSource: DataSource): Executor;
   /** Runs `fn`, which uses a connection of the store's own, when it may (on SQLite: in its turn). */
   inTurn<T>(dataSource: DataSource, fn: () => Promise<T>): Promise<T>;
-  /** A query runner the request owns. */
-  ownRunner(dataSource: DataSource): QueryRunner;
+  /** A query runner the request owns; `onReplica`: on one of the DataSource's replicas (TypeORM's 'slave' mode). */
+  ownRunner(dataSource: DataSource, onReplica: boolean): QueryRunner;
   /** Takes the connection for a request's transaction; fails with AcquireTimeoutError after `timeoutMs`. */
   take(runner: QueryRunner, dataSource: DataSource, timeoutMs: number): Promise<void>;
   /**

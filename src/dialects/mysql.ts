@@ -57,7 +57,10 @@ export const mysql: DriverDialect = {
   isRetryable: (err) => hasCode(err, ['ER_LOCK_DEADLOCK', 1213, 'ER_LOCK_WAIT_TIMEOUT', 1205]),
   isLostPreparedStatement: () => false,
   // The level applies to the next transaction only, so it goes right before it.
-  beginStatements: (isolation) => (isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation}`, 'START TRANSACTION'] : ['START TRANSACTION']),
+  beginStatements(isolation, readOnly = false) {
+    const start = readOnly ? 'START TRANSACTION READ ONLY' : 'START TRANSACTION';
+    return isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation}`, start] : [start];
+  },
 
   executor(dataSource: DataSource): Executor {
     const viaRunner = runnerExecutor(dataSource);
@@ -71,7 +74,7 @@ export const mysql: DriverDialect = {
 
   inTurn: (_dataSource, fn) => fn(),
 
-  ownRunner: (dataSource) => dataSource.createQueryRunner('master'),
+  ownRunner: (dataSource, onReplica) => dataSource.createQueryRunner(onReplica ? 'slave' : 'master'),
 
   take: (runner, _dataSource, timeoutMs) => acquire(runner, timeoutMs),
 

@@ -2,7 +2,7 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { errorHeardOn, hearErrors, hearPoolErrors, isSymptomOfDeath } from '../connection-errors.js';
 import { acquire } from './acquire.js';
 import { logged, poolReader, runnerExecutor, type DriverDialect, type Executor, type QueryOutcome } from './driver.js';
-import { hasCode } from './statement.js';
+import { hasCode, type IsolationLevel } from './statement.js';
 
 interface PgClient {
   query(config: { name?: string; text: string; values: unknown[] } | string): Promise<{ rows?: unknown[]; rowCount?: number | null }>;
@@ -58,7 +58,11 @@ export const postgres: DriverDialect = {
   // believed new was there already. What a pooler that hands each transaction to another server connection
   // does to them (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
   isLostPreparedStatement: (err) => hasCode(err, ['26000', '42P05']),
-  beginStatements: (isolation) => [isolation ? `START TRANSACTION ISOLATION LEVEL ${isolation}` : 'START TRANSACTION'],
+  beginStatements(isolation, readOnly = false) {
+    const level = readOnly ? replicaIsolation(isolation) : isolation;
+    const mode = readOnly ? ' READ ONLY' : '';
+    return [level ? `START TRANSACTION ISOLATION LEVEL ${level}${mode}` : `START TRANSACTION${mode}`];
+  },
 
   executor(dataSource: DataSource): Executor {
     const viaRunner = runnerExecutor(dataSource);
@@ -73,7 +77,7 @@ export const postgres: DriverDialect = {
 
   inTurn: (_dataSource, fn) => fn(),
 
-  ownRunner: (dataSource) => dataSource.createQueryRunner('master'),
+  ownRunner: (dataSource, onReplica) => dataSource.createQueryRunner(onReplica ? 'slave' : 'master'),
 
   take: (runner, _dataSource, timeoutMs) => acquire(runner, timeoutMs),
 
@@ -117,4 +121,13 @@ function run(pool: PgPool, config: { name?: string; text: string; values: unknow
     client.release();
     return { records: raw.rows ?? [], affected: raw.rowCount ?? 0 };
   });
+}
+
+/**
+ * The isolation level of a read-only transaction on a replica: a hot standby refuses SERIALIZABLE (0A000),
+ * and REPEATABLE READ, one snapshot for the whole transaction, is the strongest it has. A replica's snapshot
+ * trails the primary anyway, so SERIALIZABLE could promise nothing more there.
+ */
+function replicaIsolation(isolation: IsolationLevel | undefined): IsolationLevel | undefined {
+  return isolation === 'SERIALIZABLE' ? 'REPEATABLE READ' : isolation;
 }

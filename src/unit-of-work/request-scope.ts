@@ -21,6 +21,8 @@ export interface RequestScopeOptions {
   isolationLevel: ResolvedTransactionOptions['isolationLevel'];
   onBegin: ResolvedTransactionOptions['onBegin'];
   acquireTimeoutMs: number;
+  /** Which requests run their transaction READ ONLY on a replica (`transaction.readOnly`). */
+  readOnly: ((request: unknown) => boolean) | undefined;
   /** Whether the response's status means commit. */
   commitOn: (status: number) => boolean;
   /** Hears failures that the response can no longer carry (the user's onError). */
@@ -43,6 +45,7 @@ export function requestScopeOptions(
     isolationLevel: transaction?.isolationLevel,
     onBegin: transaction?.onBegin,
     acquireTimeoutMs: transaction?.acquireTimeoutMs ?? Infinity,
+    readOnly: transaction?.readOnly,
     commitOn: transaction?.commitOn ?? alwaysCommit,
     report,
   };
@@ -114,9 +117,26 @@ export class RequestScope implements ScopeFrame, StatementSite {
   get unitOfWork(): UnitOfWork {
     if (this.work) return this.work;
     const o = this.options;
-    this.work = new UnitOfWork(o.dataSource, o.dialect, { acquireTimeoutMs: o.acquireTimeoutMs }, this);
+    const readOnly = this.readOnly();
+    this.work = new UnitOfWork(o.dataSource, o.dialect, { acquireTimeoutMs: o.acquireTimeoutMs, readOnly }, this);
     if (this.workOver) this.work.finishIfUnused();
     return this.work;
+  }
+
+  /**
+   * Whether this request's transaction runs READ ONLY on a replica: asked once, when the transaction is made
+   * (so the app's router has matched by then). Only a DataSource with `replication` has replicas. Without
+   * one the transaction stays the ordinary one on the primary: a read-only transaction there would hold a
+   * connection of the very pool its session writes, which cannot join it, must wait for.
+   */
+  private readOnly(): boolean {
+    const decide = this.options.readOnly;
+    if (decide === undefined || !this.options.dataSource.driver.isReplicated) return false;
+    const answer: unknown = decide(this.subject);
+    if (typeof answer !== 'boolean') {
+      throw new TypeError(`typeorm-session: option "transaction.readOnly" must return a boolean, got ${typeof answer}`);
+    }
+    return answer;
   }
 
   /**
@@ -156,10 +176,14 @@ export class RequestScope implements ScopeFrame, StatementSite {
     (this.hooks ??= new OutcomeHooks()).add(on, hook);
   }
 
-  /** True when a statement of the store can join this request's open transaction on `dataSource`. */
+  /**
+   * True when a statement of the store can join this request's open transaction on `dataSource`. Never a
+   * read-only one: it is on a replica, where a session read could miss a login the primary has (replication
+   * lag) and a session write is refused; the store's own statements go to the primary instead.
+   */
   joins(dataSource: DataSource): boolean {
     const work = this.work;
-    return work !== undefined && work.isOpen && work.dataSource === dataSource;
+    return work !== undefined && work.isOpen && work.dataSource === dataSource && !work.readOnly;
   }
 
   /**

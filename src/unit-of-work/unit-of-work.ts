@@ -10,6 +10,8 @@ const debug = createDebug('typeorm-session:transaction');
 
 export interface UnitOfWorkOptions {
   acquireTimeoutMs: number;
+  /** READ ONLY, on one of the DataSource's replicas (TypeORM's slave query runner). */
+  readOnly?: boolean;
 }
 
 /** The request the transaction belongs to, as the unit of work needs it. */
@@ -73,6 +75,11 @@ export class UnitOfWork {
     return this.queryRunner().manager;
   }
 
+  /** True when the transaction is READ ONLY, on a replica. */
+  get readOnly(): boolean {
+    return this.options.readOnly === true;
+  }
+
   /** True once a query has been sent (or is being sent) inside the transaction, until it ends. */
   get isOpen(): boolean {
     return this.state === 'open';
@@ -94,7 +101,7 @@ export class UnitOfWork {
     if (this.closed) {
       throw new TransactionClosedError('typeorm-session: the request transaction has already ended');
     }
-    const runner = this.driver.ownRunner(this.dataSource) as OwnedRunner;
+    const runner = this.driver.ownRunner(this.dataSource, this.readOnly) as OwnedRunner;
     const internal = runner as unknown as { transactionDepth: number; isTransactionActive: boolean };
     internal.isTransactionActive = true;
     internal.transactionDepth = 1;
@@ -177,7 +184,7 @@ export class UnitOfWork {
       };
     }
     await traced(transactionChannel, () => this.trace('begin', isolationLevel), async () => {
-      for (const statement of this.driver.beginStatements(isolationLevel)) await this.control(statement);
+      for (const statement of this.driver.beginStatements(isolationLevel, this.readOnly)) await this.control(statement);
     });
     this.beginSent = true;
     try {
