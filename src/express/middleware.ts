@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SessionOptions } from 'express-session';
+import type { Request } from 'express';
 import createDebug from 'debug';
 import { MiddlewareOrderError } from '../errors.js';
 import { rejectUnknown, storeOptionNames, type StoreOptions } from '../options.js';
@@ -23,7 +24,7 @@ export interface SessionStoreOptions
   /** Secret(s) signing the session cookie, as in express-session: the first signs, all verify. Required. */
   secret: string | string[];
   /** The request's transaction; `false` turns it off (req.db is then absent). */
-  transaction?: TransactionOptions<Express.Request> | false;
+  transaction?: TransactionOptions<Request> | false;
 }
 
 export type SessionStoreMiddleware = ((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void) & {
