@@ -286,7 +286,7 @@ export class UnitOfWork {
       );
       if (!began) {
         // BEGIN went through and what followed it (onBegin) failed: the transaction is open on the connection.
-        if (!this.beginSent || this.brokenBy !== undefined) return 'none';
+        if (!this.beginSent) return 'none';
         await this.rollback();
         return 'rolled back';
       }
